@@ -1,0 +1,81 @@
+//! Aggregates: pure decision logic, no I/O.
+//!
+//! An aggregate is a state machine over its own event stream. [`Aggregate::decide`] looks at
+//! the current state and a command and says which events happen (or why the command is
+//! refused); [`Aggregate::evolve`] applies one event to the state. Deciding never changes state
+//! and evolving never refuses: an event is a fact.
+//!
+//! A new aggregate is a new file here implementing these two traits; the engine, the stores
+//! and the projections need no change.
+
+pub mod user;
+
+/// A domain event: a fact, named in the past tense, stored as a type name and a JSON object.
+pub trait DomainEvent: Sized {
+    /// The stored type name, e.g. `UserCreated`.
+    fn event_type(&self) -> &'static str;
+    /// The event's data as a JSON object.
+    fn to_data(&self) -> String;
+    /// Reads an event back from its stored type name and data.
+    fn from_data(event_type: &str, data: &str) -> Result<Self, String>;
+}
+
+/// An event-sourced aggregate.
+pub trait Aggregate: Default + Clone {
+    /// The category of its streams, e.g. `User`.
+    const CATEGORY: &'static str;
+    type Command;
+    type Event: DomainEvent;
+
+    /// The id of the aggregate a command is addressed to.
+    fn target(command: &Self::Command) -> &str;
+
+    /// The events that the command causes in this state, or why it is refused. An empty list
+    /// means the command is accepted but changes nothing.
+    fn decide(&self, command: &Self::Command) -> Result<Vec<Self::Event>, Rejection>;
+
+    /// The state after one event.
+    fn evolve(&mut self, event: &Self::Event);
+
+    /// Serialises the state for a snapshot.
+    fn to_snapshot(&self) -> String;
+
+    /// Reads a snapshot back.
+    fn from_snapshot(state: &str) -> Result<Self, String>;
+}
+
+/// Why the domain refused a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// The command's values break a rule (empty name, bad email, time going backwards, ...).
+    ValidationFailed,
+    /// Creating something whose id is taken.
+    AlreadyExists,
+    /// Changing something that was never created.
+    NotFound,
+    /// Changing something that was deleted.
+    Deleted,
+}
+
+/// A command refused by the domain, with a human-readable reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    pub kind: RejectionKind,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            kind: RejectionKind::ValidationFailed,
+            message: message.into(),
+        }
+    }
+    pub fn new(kind: RejectionKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}

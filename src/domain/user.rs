@@ -1,0 +1,416 @@
+//! The `User` aggregate: five commands, five events.
+//!
+//! | command           | event              | rules                                             |
+//! |-------------------|--------------------|---------------------------------------------------|
+//! | `CreateUser`      | `UserCreated`      | id never used before (deleted ids stay taken)     |
+//! | `UpdateUser`      | `UserUpdated`      | exists, not deleted; only changed attributes      |
+//! | `RenameUser`      | `UserRenamed`      | exists, not deleted; name non-empty               |
+//! | `ChangeUserEmail` | `UserEmailChanged` | exists, not deleted; email looks like `a@b`       |
+//! | `DeleteUser`      | `UserDeleted`      | exists, not deleted yet                           |
+//!
+//! A command that would change nothing decides no events. Rules that need no state (shape of
+//! the payload, non-empty name, email syntax, size limits) are checked when the command is
+//! built from its payload ([`UserCommand::from_payload`]), before the aggregate is loaded.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Aggregate, DomainEvent, Rejection, RejectionKind};
+
+/// Longest user id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Most attributes a user can have, `id` and `name` included.
+pub const MAX_ATTRIBUTES: usize = 64;
+/// Longest attribute name, in bytes.
+pub const MAX_ATTRIBUTE_NAME_BYTES: usize = 256;
+/// Largest attribute value, in bytes of JSON.
+pub const MAX_ATTRIBUTE_BYTES: usize = 64 * 1024;
+
+/// A user's attributes: `id` first, `name` second, then the others in the order first set.
+pub type Attributes = Map<String, Value>;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Never created.
+    #[default]
+    Absent,
+    Active,
+    Deleted,
+}
+
+/// The User aggregate's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub status: Status,
+    pub attributes: Attributes,
+}
+
+impl User {
+    /// The state as queries show it: `None` unless the user exists and is not deleted.
+    pub fn visible(&self) -> Option<&Attributes> {
+        (self.status == Status::Active).then_some(&self.attributes)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum UserCommand {
+    CreateUser { attributes: Attributes },
+    UpdateUser { id: String, changes: Attributes },
+    RenameUser { id: String, name: String },
+    ChangeUserEmail { id: String, email: String },
+    DeleteUser { id: String },
+}
+
+/// Why a payload could not become a command.
+#[derive(Debug, PartialEq)]
+pub enum PayloadError {
+    /// No such command type.
+    UnknownCommand,
+    Invalid(Rejection),
+}
+
+impl From<Rejection> for PayloadError {
+    fn from(r: Rejection) -> Self {
+        PayloadError::Invalid(r)
+    }
+}
+
+impl UserCommand {
+    /// The command types this aggregate understands.
+    pub const KINDS: &'static [&'static str] = &[
+        "CreateUser",
+        "UpdateUser",
+        "RenameUser",
+        "ChangeUserEmail",
+        "DeleteUser",
+    ];
+
+    /// Builds a command from its wire type and payload, checking every rule that needs no state.
+    pub fn from_payload(kind: &str, mut payload: Attributes) -> Result<Self, PayloadError> {
+        if !Self::KINDS.contains(&kind) {
+            return Err(PayloadError::UnknownCommand);
+        }
+        let id = take_id(&mut payload)?;
+        Ok(match kind {
+            "CreateUser" => {
+                let name = payload
+                    .shift_remove("name")
+                    .ok_or_else(|| Rejection::invalid("payload.name is required"))?;
+                check_name(&name)?;
+                let mut attributes = Attributes::new();
+                attributes.insert("id".into(), Value::String(id));
+                attributes.insert("name".into(), name);
+                check_attributes(&payload)?;
+                if payload.len() + 2 > MAX_ATTRIBUTES {
+                    return Err(too_many().into());
+                }
+                attributes.extend(payload);
+                UserCommand::CreateUser { attributes }
+            }
+            "UpdateUser" => {
+                if let Some(name) = payload.get("name") {
+                    check_name(name)?;
+                }
+                check_attributes(&payload)?;
+                UserCommand::UpdateUser {
+                    id,
+                    changes: payload,
+                }
+            }
+            "RenameUser" => {
+                let name = payload
+                    .shift_remove("name")
+                    .ok_or_else(|| Rejection::invalid("payload.name is required"))?;
+                check_name(&name)?;
+                UserCommand::RenameUser {
+                    id,
+                    name: name.as_str().unwrap_or_default().to_string(),
+                }
+            }
+            "ChangeUserEmail" => {
+                let email = payload
+                    .shift_remove("email")
+                    .ok_or_else(|| Rejection::invalid("payload.email is required"))?;
+                check_email(&email)?;
+                UserCommand::ChangeUserEmail {
+                    id,
+                    email: email.as_str().unwrap_or_default().to_string(),
+                }
+            }
+            _ => UserCommand::DeleteUser { id },
+        })
+    }
+}
+
+fn take_id(payload: &mut Attributes) -> Result<String, Rejection> {
+    match payload.shift_remove("id") {
+        Some(Value::String(id)) if id.is_empty() => {
+            Err(Rejection::invalid("payload.id must not be empty"))
+        }
+        Some(Value::String(id)) if id.len() > MAX_ID_BYTES => Err(Rejection::invalid(format!(
+            "payload.id is {} bytes long; the limit is {MAX_ID_BYTES}",
+            id.len()
+        ))),
+        Some(Value::String(id)) => Ok(id),
+        Some(_) => Err(Rejection::invalid("payload.id must be a string")),
+        None => Err(Rejection::invalid("payload.id is required")),
+    }
+}
+
+fn check_name(name: &Value) -> Result<(), Rejection> {
+    match name {
+        Value::String(s) if s.trim().is_empty() => {
+            Err(Rejection::invalid("name must be a non-empty string"))
+        }
+        Value::String(_) => Ok(()),
+        _ => Err(Rejection::invalid("name must be a non-empty string")),
+    }
+}
+
+/// `local@domain`: one `@`, something on each side, no spaces or control characters.
+fn check_email(email: &Value) -> Result<(), Rejection> {
+    let ok = email.as_str().is_some_and(|s| {
+        let mut parts = s.split('@');
+        let (local, domain, rest) = (parts.next(), parts.next(), parts.next());
+        matches!((local, domain, rest), (Some(l), Some(d), None) if !l.is_empty() && !d.is_empty())
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(format!(
+            "email must look like an address (local@domain), got {email}"
+        )))
+    }
+}
+
+fn too_many() -> Rejection {
+    Rejection::invalid(format!("a user has at most {MAX_ATTRIBUTES} attributes"))
+}
+
+/// Size limits and the email rule for every attribute being set.
+fn check_attributes(attributes: &Attributes) -> Result<(), Rejection> {
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(too_many());
+    }
+    for (key, value) in attributes {
+        if key.is_empty() || key.len() > MAX_ATTRIBUTE_NAME_BYTES {
+            return Err(Rejection::invalid(format!(
+                "attribute names must be 1 to {MAX_ATTRIBUTE_NAME_BYTES} bytes long"
+            )));
+        }
+        let size = serde_json::to_string(value).map_or(usize::MAX, |s| s.len());
+        if size > MAX_ATTRIBUTE_BYTES {
+            return Err(Rejection::invalid(format!(
+                "attribute '{key}' is {size} bytes of JSON; the limit is {MAX_ATTRIBUTE_BYTES}"
+            )));
+        }
+        if key == "email" {
+            check_email(value)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum UserEvent {
+    /// Data: every attribute, `id` and `name` first.
+    UserCreated {
+        attributes: Attributes,
+    },
+    /// Data: only the attributes that changed.
+    UserUpdated {
+        changes: Attributes,
+    },
+    UserRenamed {
+        name: String,
+    },
+    UserEmailChanged {
+        email: String,
+    },
+    UserDeleted,
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            UserEvent::UserCreated { .. } => "UserCreated",
+            UserEvent::UserUpdated { .. } => "UserUpdated",
+            UserEvent::UserRenamed { .. } => "UserRenamed",
+            UserEvent::UserEmailChanged { .. } => "UserEmailChanged",
+            UserEvent::UserDeleted => "UserDeleted",
+        }
+    }
+
+    fn to_data(&self) -> String {
+        let value = match self {
+            UserEvent::UserCreated { attributes } => serde_json::to_string(attributes),
+            UserEvent::UserUpdated { changes } => serde_json::to_string(changes),
+            UserEvent::UserRenamed { name } => {
+                serde_json::to_string(&serde_json::json!({ "name": name }))
+            }
+            UserEvent::UserEmailChanged { email } => {
+                serde_json::to_string(&serde_json::json!({ "email": email }))
+            }
+            UserEvent::UserDeleted => Ok("{}".to_string()),
+        };
+        value.expect("a JSON map always serialises")
+    }
+
+    fn from_data(event_type: &str, data: &str) -> Result<Self, String> {
+        let mut map: Attributes =
+            serde_json::from_str(data).map_err(|e| format!("{event_type} data: {e}"))?;
+        let mut string = |key: &str| match map.shift_remove(key) {
+            Some(Value::String(s)) => Ok(s),
+            _ => Err(format!("{event_type} data lacks a string '{key}'")),
+        };
+        Ok(match event_type {
+            "UserCreated" => UserEvent::UserCreated { attributes: map },
+            "UserUpdated" => UserEvent::UserUpdated { changes: map },
+            "UserRenamed" => UserEvent::UserRenamed {
+                name: string("name")?,
+            },
+            "UserEmailChanged" => UserEvent::UserEmailChanged {
+                email: string("email")?,
+            },
+            "UserDeleted" => UserEvent::UserDeleted,
+            other => return Err(format!("unknown User event type '{other}'")),
+        })
+    }
+}
+
+impl User {
+    fn must_be_active(&self, id: &str) -> Result<(), Rejection> {
+        match self.status {
+            Status::Active => Ok(()),
+            Status::Absent => Err(Rejection::new(
+                RejectionKind::NotFound,
+                format!("user '{id}' does not exist"),
+            )),
+            Status::Deleted => Err(Rejection::new(
+                RejectionKind::Deleted,
+                format!("user '{id}' was deleted"),
+            )),
+        }
+    }
+
+    fn differs(&self, key: &str, value: &Value) -> bool {
+        self.attributes.get(key) != Some(value)
+    }
+}
+
+impl Aggregate for User {
+    const CATEGORY: &'static str = "User";
+    type Command = UserCommand;
+    type Event = UserEvent;
+
+    fn target(command: &UserCommand) -> &str {
+        match command {
+            UserCommand::CreateUser { attributes } => {
+                attributes.get("id").and_then(Value::as_str).unwrap_or("")
+            }
+            UserCommand::UpdateUser { id, .. }
+            | UserCommand::RenameUser { id, .. }
+            | UserCommand::ChangeUserEmail { id, .. }
+            | UserCommand::DeleteUser { id } => id,
+        }
+    }
+
+    fn decide(&self, command: &UserCommand) -> Result<Vec<UserEvent>, Rejection> {
+        let id = Self::target(command);
+        match command {
+            UserCommand::CreateUser { attributes } => match self.status {
+                Status::Absent => Ok(vec![UserEvent::UserCreated {
+                    attributes: attributes.clone(),
+                }]),
+                Status::Active => Err(Rejection::new(
+                    RejectionKind::AlreadyExists,
+                    format!("user '{id}' already exists"),
+                )),
+                Status::Deleted => Err(Rejection::new(
+                    RejectionKind::AlreadyExists,
+                    format!("user id '{id}' belonged to a deleted user and cannot be reused"),
+                )),
+            },
+            UserCommand::UpdateUser { changes, .. } => {
+                self.must_be_active(id)?;
+                let changed: Attributes = changes
+                    .iter()
+                    .filter(|(k, v)| self.differs(k, v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let new_keys = changed
+                    .keys()
+                    .filter(|k| !self.attributes.contains_key(*k))
+                    .count();
+                if self.attributes.len() + new_keys > MAX_ATTRIBUTES {
+                    return Err(too_many());
+                }
+                Ok(if changed.is_empty() {
+                    vec![]
+                } else {
+                    vec![UserEvent::UserUpdated { changes: changed }]
+                })
+            }
+            UserCommand::RenameUser { name, .. } => {
+                self.must_be_active(id)?;
+                let value = Value::String(name.clone());
+                Ok(if self.differs("name", &value) {
+                    vec![UserEvent::UserRenamed { name: name.clone() }]
+                } else {
+                    vec![]
+                })
+            }
+            UserCommand::ChangeUserEmail { email, .. } => {
+                self.must_be_active(id)?;
+                let value = Value::String(email.clone());
+                if !self.differs("email", &value) {
+                    return Ok(vec![]);
+                }
+                if !self.attributes.contains_key("email") && self.attributes.len() >= MAX_ATTRIBUTES
+                {
+                    return Err(too_many());
+                }
+                Ok(vec![UserEvent::UserEmailChanged {
+                    email: email.clone(),
+                }])
+            }
+            UserCommand::DeleteUser { .. } => {
+                self.must_be_active(id)?;
+                Ok(vec![UserEvent::UserDeleted])
+            }
+        }
+    }
+
+    fn evolve(&mut self, event: &UserEvent) {
+        match event {
+            UserEvent::UserCreated { attributes } => {
+                self.status = Status::Active;
+                self.attributes = attributes.clone();
+            }
+            UserEvent::UserUpdated { changes } => {
+                for (k, v) in changes {
+                    self.attributes.insert(k.clone(), v.clone());
+                }
+            }
+            UserEvent::UserRenamed { name } => {
+                self.attributes
+                    .insert("name".into(), Value::String(name.clone()));
+            }
+            UserEvent::UserEmailChanged { email } => {
+                self.attributes
+                    .insert("email".into(), Value::String(email.clone()));
+            }
+            UserEvent::UserDeleted => self.status = Status::Deleted,
+        }
+    }
+
+    fn to_snapshot(&self) -> String {
+        serde_json::to_string(self).expect("User always serialises")
+    }
+
+    fn from_snapshot(state: &str) -> Result<Self, String> {
+        serde_json::from_str(state).map_err(|e| format!("User snapshot: {e}"))
+    }
+}

@@ -1,0 +1,220 @@
+//! The engine: runs a command against an aggregate and the store, generic over the domain.
+//!
+//! [`Repository`] loads aggregates (latest snapshot, then the events after it), keeps recently
+//! used ones in a bounded cache, and executes commands inside a store transaction:
+//!
+//! 1. load the aggregate (cache, or snapshot + replay);
+//! 2. fix the command's time and check it does not go backwards;
+//! 3. `decide` the events;
+//! 4. append them with the optimistic version check;
+//! 5. `evolve` the cached state, and write a snapshot every `snapshot_every` events.
+//!
+//! The cache holds state that is only tentative until the transaction commits: a caller whose
+//! commit fails must call [`Repository::forget`].
+
+use std::collections::HashMap;
+
+use crate::domain::{Aggregate, DomainEvent, Rejection};
+use crate::store::{
+    ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StoreError, StoreRead, StoreWrite,
+    StreamId, Upto, Version,
+};
+use crate::timestamp::Timestamp;
+
+/// An aggregate's state at some point of its stream.
+#[derive(Clone, Debug)]
+pub struct Loaded<A> {
+    pub state: A,
+    /// Events applied so far (0: the stream does not exist).
+    pub version: Version,
+    /// Time of the last applied event.
+    pub last_time: Option<Timestamp>,
+}
+
+impl<A: Default> Default for Loaded<A> {
+    fn default() -> Self {
+        Self {
+            state: A::default(),
+            version: 0,
+            last_time: None,
+        }
+    }
+}
+
+/// A command with the envelope the engine needs around it.
+pub struct Execute<'c, C> {
+    pub command: &'c C,
+    pub expected: ExpectedVersion,
+    /// When the change happened; `None`: now (but never before the aggregate's last event).
+    pub time: Option<Timestamp>,
+}
+
+/// Why a command did not produce events.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("version conflict: expected version {expected}, but the aggregate is at {actual}")]
+    Conflict { expected: Version, actual: Version },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for CommandError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { expected, actual } => {
+                CommandError::Conflict { expected, actual }
+            }
+            other => CommandError::Store(other),
+        }
+    }
+}
+
+/// Loads and runs one kind of aggregate.
+pub struct Repository<A: Aggregate> {
+    /// Two generations of cached aggregates: a hit in `old` moves to `young`; when `young` is
+    /// full, `old` is dropped and `young` takes its place. A cheap approximation of LRU.
+    young: HashMap<String, Loaded<A>>,
+    old: HashMap<String, Loaded<A>>,
+    cache_size: usize,
+    snapshot_every: u64,
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// `cache_size`: aggregates kept in memory (about twice that at most); 0 disables the cache.
+    /// `snapshot_every`: write a snapshot each time a stream passes a multiple of this many
+    /// events; 0 disables snapshots.
+    pub fn new(cache_size: usize, snapshot_every: u64) -> Self {
+        Self {
+            young: HashMap::new(),
+            old: HashMap::new(),
+            cache_size,
+            snapshot_every,
+        }
+    }
+
+    pub fn stream(id: &str) -> StreamId {
+        StreamId::new(A::CATEGORY, id)
+    }
+
+    /// Drops every cached aggregate (after a failed commit, the cache may be ahead of the store).
+    pub fn forget(&mut self) {
+        self.young.clear();
+        self.old.clear();
+    }
+
+    /// The aggregate's state from the newest snapshot inside `upto`, then the events after it.
+    pub fn load_at(store: &impl StoreRead, id: &str, upto: Upto) -> Result<Loaded<A>, StoreError> {
+        let stream = Self::stream(id);
+        let mut loaded = Loaded::default();
+        if let Some(snap) = store.snapshot(&stream, upto)? {
+            match A::from_snapshot(&snap.state) {
+                Ok(state) => {
+                    loaded = Loaded {
+                        state,
+                        version: snap.version,
+                        last_time: Some(snap.timestamp),
+                    }
+                }
+                // Snapshots are derived data: an unreadable one is skipped, not trusted.
+                Err(e) => tracing::warn!(stream = %id, "ignoring unreadable snapshot: {e}"),
+            }
+        }
+        for event in store.read_stream(&stream, loaded.version, upto)? {
+            apply(&mut loaded, &event)?;
+        }
+        Ok(loaded)
+    }
+
+    fn cached(&mut self, id: &str) -> Option<Loaded<A>> {
+        if let Some(l) = self.young.get(id) {
+            return Some(l.clone());
+        }
+        let l = self.old.remove(id)?;
+        self.remember(id.to_string(), l.clone());
+        Some(l)
+    }
+
+    fn remember(&mut self, id: String, loaded: Loaded<A>) {
+        if self.cache_size == 0 {
+            return;
+        }
+        if self.young.len() >= self.cache_size && !self.young.contains_key(&id) {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(id, loaded);
+    }
+
+    /// Runs one command inside `tx` and returns the events it appended (possibly none).
+    pub fn execute(
+        &mut self,
+        tx: &mut impl StoreWrite,
+        cmd: Execute<'_, A::Command>,
+    ) -> Result<Vec<RecordedEvent>, CommandError> {
+        let id = A::target(cmd.command);
+        let mut loaded = match self.cached(id) {
+            Some(l) => l,
+            None => Self::load_at(tx, id, Upto::End)?,
+        };
+        let time = match (cmd.time, loaded.last_time) {
+            (Some(t), Some(last)) if t < last => {
+                return Err(Rejection::invalid(format!(
+                    "timestamp {t} is earlier than the last event of '{id}' ({last}); \
+                     event times never go backwards"
+                ))
+                .into())
+            }
+            (Some(t), _) => t,
+            (None, last) => Timestamp::now().max(last.unwrap_or(Timestamp(i64::MIN))),
+        };
+        let events = loaded.state.decide(cmd.command)?;
+        let new: Vec<NewEvent> = events
+            .iter()
+            .map(|e| NewEvent {
+                event_type: e.event_type().to_string(),
+                timestamp: time,
+                data: e.to_data(),
+            })
+            .collect();
+        let stream = Self::stream(id);
+        let recorded = tx.append(&stream, cmd.expected, &new)?;
+        if recorded.is_empty() {
+            return Ok(recorded);
+        }
+        let before = loaded.version;
+        for e in &events {
+            loaded.state.evolve(e);
+        }
+        loaded.version += recorded.len() as Version;
+        loaded.last_time = Some(time);
+        if self.snapshot_every > 0
+            && loaded.version / self.snapshot_every > before / self.snapshot_every
+        {
+            tx.put_snapshot(
+                &stream,
+                &Snapshot {
+                    version: loaded.version,
+                    timestamp: time,
+                    state: loaded.state.to_snapshot(),
+                },
+            )?;
+        }
+        self.remember(id.to_string(), loaded);
+        Ok(recorded)
+    }
+}
+
+/// Applies one stored event to a loaded aggregate.
+pub fn apply<A: Aggregate>(
+    loaded: &mut Loaded<A>,
+    event: &RecordedEvent,
+) -> Result<(), StoreError> {
+    let e = A::Event::from_data(&event.event_type, &event.data).map_err(|msg| {
+        StoreError::Corrupt(format!("event at position {}: {msg}", event.position))
+    })?;
+    loaded.state.evolve(&e);
+    loaded.version = event.version;
+    loaded.last_time = Some(event.timestamp);
+    Ok(())
+}

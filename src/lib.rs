@@ -1,0 +1,34 @@
+//! # cqrs-node
+//!
+//! A CQRS + event-sourcing node. It reads JSON messages, one per line, on standard input,
+//! answers on standard output, and keeps its events durably in an embedded store.
+//!
+//! ## Layout
+//!
+//! Read it bottom-up: each layer only knows the ones below it.
+//!
+//! * [`timestamp`]: event times, RFC 3339 in and out.
+//! * [`store`]: the event store, the source of truth. The [`store::EventStore`] trait, with
+//!   [`store::MemoryStore`] and the durable [`store::SqliteStore`].
+//! * [`domain`]: aggregates as pure functions, `decide` and `evolve`; [`domain::user`] is the
+//!   `User` aggregate.
+//! * [`engine`]: runs a command against any aggregate: load (snapshot + replay), decide, append
+//!   with the optimistic version check, snapshot.
+//! * [`projection`]: read models built from the log, kept in the store with a checkpoint;
+//!   catch-up, rebuild and verification.
+//! * [`protocol`]: the wire types: envelopes, request bodies, reply bodies. No behaviour.
+//! * [`node`]: the dispatcher, one handler per message kind, and group commit.
+//! * [`transport`]: the line reader (limits, cut-off lines); [`server`] runs a node on
+//!   stdin/stdout, with a reader thread, batching and signals.
+//!
+//! The binary (`src/main.rs`) is the command line around [`server`].
+
+pub mod domain;
+pub mod engine;
+pub mod node;
+pub mod projection;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod timestamp;
+pub mod transport;

@@ -1,0 +1,207 @@
+//! Projections: read models built from the global log, kept as documents in the store.
+//!
+//! A projection is *inline*: the node applies each batch's events to every projection inside the
+//! same transaction that appends them, and records the projection's checkpoint (the last global
+//! position it has applied) in that transaction too. So a projection is never behind what was
+//! acknowledged, and a crash can never leave it half-applied. At start the node still runs
+//! [`catch_up`] from each checkpoint (for a projection added later, or one reset by hand), and
+//! `cqrs rebuild` replays the whole log into fresh documents ([`rebuild`]); [`verify`] checks that
+//! the maintained documents equal a full replay.
+
+pub mod users;
+
+use crate::store::{
+    EventStore, MemoryStore, Position, RecordedEvent, StoreError, StoreRead, StoreWrite,
+};
+
+/// The document reads and writes a projection may make: object-safe, so that a node can hold
+/// any list of projections.
+pub trait Documents {
+    fn get(&self, collection: &str, key: &str) -> Result<Option<String>, StoreError>;
+    fn put(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<(), StoreError>;
+}
+
+impl<T: StoreWrite> Documents for T {
+    fn get(&self, collection: &str, key: &str) -> Result<Option<String>, StoreError> {
+        self.document(collection, key)
+    }
+    fn put(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.put_document(collection, key, value)
+    }
+}
+
+/// A read model.
+pub trait Projection {
+    /// Unique name, used for its checkpoint.
+    fn name(&self) -> &'static str;
+    /// The document collections it owns (cleared by a rebuild).
+    fn collections(&self) -> &'static [&'static str];
+    /// Applies one event (events of other categories are ignored).
+    fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), StoreError>;
+}
+
+/// Every projection the node maintains.
+pub fn all() -> Vec<Box<dyn Projection>> {
+    vec![Box::new(users::UsersProjection)]
+}
+
+/// Applies freshly appended events (in log order) to every projection and moves their
+/// checkpoints, inside the transaction that appended them.
+pub fn apply_new<T: StoreWrite>(
+    projections: &[Box<dyn Projection>],
+    tx: &mut T,
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    let Some(last) = events.last() else {
+        return Ok(());
+    };
+    for p in projections {
+        for e in events {
+            p.apply(tx, e)?;
+        }
+        tx.set_checkpoint(p.name(), last.position)?;
+    }
+    Ok(())
+}
+
+/// Events read per step while catching up.
+const CHUNK: usize = 10_000;
+
+/// Brings every projection from its checkpoint up to the head of the log, inside `tx`.
+fn catch_up_in<T: StoreWrite>(
+    projections: &[Box<dyn Projection>],
+    tx: &mut T,
+) -> Result<u64, StoreError> {
+    let mut applied = 0;
+    for p in projections {
+        let mut at = tx.checkpoint(p.name())?;
+        loop {
+            let events = tx.read_all(at, CHUNK)?;
+            let Some(last) = events.last() else { break };
+            at = last.position;
+            for e in &events {
+                p.apply(tx, e)?;
+            }
+            applied += events.len() as u64;
+            tx.set_checkpoint(p.name(), at)?;
+        }
+    }
+    Ok(applied)
+}
+
+/// Brings every projection up to the head of the log; returns how many events were applied.
+pub fn catch_up<S: EventStore>(
+    store: &mut S,
+    projections: &[Box<dyn Projection>],
+) -> Result<u64, StoreError> {
+    let head = store.head()?;
+    let behind = projections
+        .iter()
+        .map(|p| store.checkpoint(p.name()))
+        .collect::<Result<Vec<Position>, _>>()?
+        .into_iter()
+        .any(|cp| cp < head);
+    if !behind {
+        return Ok(0);
+    }
+    let mut tx = store.begin()?;
+    let applied = catch_up_in(projections, &mut tx)?;
+    tx.commit()?;
+    Ok(applied)
+}
+
+/// Throws every projection's documents away and replays the whole log into them, atomically.
+pub fn rebuild<S: EventStore>(
+    store: &mut S,
+    projections: &[Box<dyn Projection>],
+) -> Result<u64, StoreError> {
+    let mut tx = store.begin()?;
+    for p in projections {
+        for c in p.collections() {
+            tx.clear_collection(c)?;
+        }
+        tx.set_checkpoint(p.name(), 0)?;
+    }
+    let applied = catch_up_in(projections, &mut tx)? / projections.len().max(1) as u64;
+    tx.commit()?;
+    Ok(applied)
+}
+
+/// Differences between what a store holds and what a full replay of its log gives: the
+/// projections' documents and checkpoints, and the log's own shape (gap-free positions,
+/// contiguous stream versions, times that never go backwards within a stream). Empty: all good.
+pub fn verify(
+    store: &impl StoreRead,
+    projections: &[Box<dyn Projection>],
+) -> Result<Vec<String>, StoreError> {
+    let mut problems = Vec::new();
+    let mut replay = MemoryStore::new();
+    let mut streams = std::collections::HashMap::new();
+    let mut at = 0;
+    {
+        let mut tx = replay.begin()?;
+        loop {
+            let events = store.read_all(at, CHUNK)?;
+            if events.is_empty() {
+                break;
+            }
+            for e in &events {
+                if e.position != at + 1 {
+                    problems.push(format!("log: position {} follows {at}", e.position));
+                }
+                at = e.position;
+                let (version, time) = streams.entry(e.stream.clone()).or_insert((0, e.timestamp));
+                if e.version != *version + 1 {
+                    problems.push(format!(
+                        "stream {}/{}: version {} follows {}",
+                        e.stream.category, e.stream.id, e.version, version
+                    ));
+                }
+                if e.timestamp < *time {
+                    problems.push(format!(
+                        "stream {}/{}: time goes backwards at version {}",
+                        e.stream.category, e.stream.id, e.version
+                    ));
+                }
+                *version = e.version;
+                *time = e.timestamp;
+            }
+            apply_new(projections, &mut tx, &events)?;
+        }
+        tx.commit()?;
+    }
+    if store.head()? != at {
+        problems.push(format!(
+            "log: head is {} but the log ends at {at}",
+            store.head()?
+        ));
+    }
+    for p in projections {
+        let cp = store.checkpoint(p.name())?;
+        if cp != at {
+            problems.push(format!(
+                "projection {}: checkpoint {cp}, log head {at}",
+                p.name()
+            ));
+        }
+        for c in p.collections() {
+            let expected = replay.documents(c, None, usize::MAX)?;
+            let actual = store.documents(c, None, usize::MAX)?;
+            if expected != actual {
+                let first = expected
+                    .iter()
+                    .zip(actual.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(expected.len().min(actual.len()));
+                problems.push(format!(
+                    "projection {}: collection {c} differs from a replay ({} documents stored, \
+                     {} replayed; first difference at #{first})",
+                    p.name(),
+                    actual.len(),
+                    expected.len()
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}

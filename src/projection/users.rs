@@ -1,0 +1,54 @@
+//! The users read model: one document per live user, keyed by id, holding the user's state
+//! exactly as `GetUser` returns it. Deleted users have no document. Serves `GetUser` and
+//! `ListUsers`.
+//!
+//! The state is computed with the aggregate's own `evolve`, so the read model and the aggregate
+//! can never disagree on what an event means.
+
+use serde_json::Value;
+
+use super::{Documents, Projection};
+use crate::domain::user::{Attributes, Status, User, UserEvent};
+use crate::domain::{Aggregate, DomainEvent};
+use crate::store::{RecordedEvent, StoreError};
+
+pub const COLLECTION: &str = "users";
+
+pub struct UsersProjection;
+
+impl Projection for UsersProjection {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+
+    fn collections(&self) -> &'static [&'static str] {
+        &[COLLECTION]
+    }
+
+    fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), StoreError> {
+        if event.stream.category != User::CATEGORY {
+            return Ok(());
+        }
+        let corrupt = |msg: String| StoreError::Corrupt(format!("event {}: {msg}", event.position));
+        let e = UserEvent::from_data(&event.event_type, &event.data).map_err(corrupt)?;
+        let key = &event.stream.id;
+        let mut user = match docs.get(COLLECTION, key)? {
+            Some(doc) => User {
+                status: Status::Active,
+                attributes: serde_json::from_str::<Attributes>(&doc)
+                    .map_err(|e| corrupt(format!("users document: {e}")))?,
+            },
+            None if matches!(e, UserEvent::UserCreated { .. }) => User::default(),
+            // An update to a user with no document (deleted, or never created): nothing to show.
+            None => return Ok(()),
+        };
+        user.evolve(&e);
+        match user.visible() {
+            Some(attributes) => {
+                let doc = Value::Object(attributes.clone()).to_string();
+                docs.put(COLLECTION, key, Some(&doc))
+            }
+            None => docs.put(COLLECTION, key, None),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The wire: JSON-lines envelopes in, JSON-lines envelopes out. Types only, no behaviour.
+//!
+//! Incoming lines are parsed into a [`Request`] ([`parse_line`]); replies are the body structs of
+//! [`reply`], written by [`write_message`]. Keys are serialised in declaration order, so every
+//! reply has exactly the key order that `shared/protocol.md` shows.
+
+pub mod reply;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Protocol-level error codes of the Maelstrom family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The body's `type` is not one this node serves.
+    NotSupported = 10,
+    /// The request cannot be understood (missing `type`, wrong field types, line too long...).
+    MalformedRequest = 12,
+    /// The node failed internally (e.g. the store could not commit); the request was not applied.
+    Crash = 13,
+}
+
+/// A request the node can answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Who to answer.
+    pub src: String,
+    pub dest: Option<String>,
+    /// The body's `msg_id`, echoed as `in_reply_to`. Without one, the request is carried out but
+    /// not answered.
+    pub msg_id: Option<Value>,
+    pub body: Body,
+}
+
+/// What the request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Init {
+        node_id: String,
+    },
+    /// The body's `command` field, as sent (`Null` when missing).
+    Command(Value),
+    /// The body's `query` field, as sent (`Null` when missing).
+    Query(Value),
+    /// Identified but unusable: answered with a protocol error.
+    Invalid {
+        code: ErrorCode,
+        text: String,
+    },
+}
+
+/// One input line, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Request(Request),
+    /// Cannot be answered (not JSON, not an envelope, no `src`): reported on stderr only.
+    Unanswerable(String),
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    src: Option<Value>,
+    dest: Option<Value>,
+    body: Option<Value>,
+}
+
+/// Parses one line. Unknown keys are ignored anywhere.
+pub fn parse_line(line: &[u8]) -> Incoming {
+    let raw: RawEnvelope = match serde_json::from_slice(line) {
+        Ok(r) => r,
+        Err(e) => return Incoming::Unanswerable(format!("not a JSON envelope: {e}")),
+    };
+    let Some(Value::String(src)) = raw.src else {
+        return Incoming::Unanswerable("envelope has no string 'src' to reply to".into());
+    };
+    let dest = match raw.dest {
+        Some(Value::String(d)) => Some(d),
+        _ => None,
+    };
+    let Some(Value::Object(mut body)) = raw.body else {
+        return Incoming::Unanswerable("envelope has no object 'body'".into());
+    };
+    let msg_id = body.remove("msg_id").filter(|v| !v.is_null());
+    let body = parse_body(&mut body, dest.is_some());
+    Incoming::Request(Request {
+        src,
+        dest,
+        msg_id,
+        body,
+    })
+}
+
+fn parse_body(body: &mut Map<String, Value>, has_dest: bool) -> Body {
+    let invalid = |text: &str| Body::Invalid {
+        code: ErrorCode::MalformedRequest,
+        text: text.to_string(),
+    };
+    if !has_dest {
+        return invalid("envelope has no string 'dest'");
+    }
+    let kind = match body.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(_) => return invalid("body 'type' must be a string"),
+        None => return invalid("body has no 'type'"),
+    };
+    match kind {
+        "init" => match body.get("node_id") {
+            Some(Value::String(id)) if !id.is_empty() => Body::Init {
+                node_id: id.clone(),
+            },
+            _ => invalid("init needs a non-empty string 'node_id'"),
+        },
+        "command" => Body::Command(body.remove("command").unwrap_or(Value::Null)),
+        "query" => Body::Query(body.remove("query").unwrap_or(Value::Null)),
+        other => Body::Invalid {
+            code: ErrorCode::NotSupported,
+            text: format!("unsupported message type '{other}'"),
+        },
+    }
+}
+
+/// Writes one envelope as a line of compact JSON.
+pub fn write_message<W: std::io::Write, B: serde::Serialize>(
+    out: &mut W,
+    src: &str,
+    dest: &str,
+    body: &B,
+) -> std::io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a, B> {
+        src: &'a str,
+        dest: &'a str,
+        body: &'a B,
+    }
+    serde_json::to_writer(&mut *out, &Envelope { src, dest, body })?;
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(line: &str) -> Request {
+        match parse_line(line.as_bytes()) {
+            Incoming::Request(r) => r,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_command_and_ignores_unknown_keys() {
+        let r = req(
+            r#"{"id":7,"src":"c","dest":"n","body":{"type":"command","msg_id":3,"command":{"type":"X"},"extra":1}}"#,
+        );
+        assert_eq!(r.src, "c");
+        assert_eq!(r.dest.as_deref(), Some("n"));
+        assert_eq!(r.msg_id, Some(Value::from(3)));
+        assert_eq!(r.body, Body::Command(serde_json::json!({"type":"X"})));
+    }
+
+    #[test]
+    fn unknown_type_is_not_supported_and_missing_type_is_malformed() {
+        let r = req(r#"{"src":"c","dest":"n","body":{"type":"frob","msg_id":1}}"#);
+        assert!(matches!(
+            r.body,
+            Body::Invalid {
+                code: ErrorCode::NotSupported,
+                ..
+            }
+        ));
+        let r = req(r#"{"src":"c","dest":"n","body":{"msg_id":1}}"#);
+        assert!(matches!(
+            r.body,
+            Body::Invalid {
+                code: ErrorCode::MalformedRequest,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unanswerable_lines() {
+        for line in [
+            "not json",
+            "[1,2]",
+            r#"{"dest":"n","body":{}}"#,
+            r#"{"src":"c","dest":"n","body":3}"#,
+        ] {
+            assert!(
+                matches!(parse_line(line.as_bytes()), Incoming::Unanswerable(_)),
+                "{line}"
+            );
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Runs a node on standard input and output.
+//!
+//! A reader thread turns stdin into [`Frame`]s and queues them (bounded: when the node falls
+//! behind, the reader stops reading). The main thread takes whatever is already queued, up to
+//! `max_batch` messages, hands it to the node as one batch (one commit for its commands), writes
+//! the replies and flushes. It never waits for more input while it has something to do, so a
+//! lone command is never held back. Replies are written with blocking writes: when nobody reads
+//! stdout, the node stops, the queue fills, and the reader stops reading.
+//!
+//! SIGTERM and SIGINT end the node after the batch in hand has been committed and answered; so
+//! does the end of input. Exit status 0.
+
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use crate::node::{Config, Node};
+use crate::protocol::{self, Body, Incoming};
+use crate::store::{EventStore, MemoryStore, SqliteStore, StoreError};
+use crate::transport::{self, Frame, LineReader};
+
+/// Where the events go.
+#[derive(Clone, Debug)]
+pub enum StoreChoice {
+    /// Nothing on disk.
+    Memory,
+    /// One SQLite file per node id in this directory.
+    Sqlite { data_dir: PathBuf },
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub store: StoreChoice,
+    /// The node's id; when `None`, the first message decides it.
+    pub node_id: Option<String>,
+    pub config: Config,
+    /// Most messages handled as one batch.
+    pub max_batch: usize,
+    /// Longest accepted input line, in bytes.
+    pub max_line_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The file that holds a node's store: the node id, with every byte other than
+/// `[A-Za-z0-9_-]` (and a leading `.`) percent-encoded, plus `.db`.
+pub fn store_file(data_dir: &std::path::Path, node_id: &str) -> PathBuf {
+    let mut name = String::new();
+    for (i, b) in node_id.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0) {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    data_dir.join(format!("{name}.db"))
+}
+
+enum Input {
+    Frame(Frame),
+    /// stdin ended (or failed).
+    End,
+    /// A signal asked the node to stop.
+    Stop,
+}
+
+/// Serves stdin/stdout until the end of input or a signal.
+pub fn serve(options: Options) -> Result<(), ServeError> {
+    let (tx, rx) = sync_channel::<Input>(options.max_batch.max(1) * 4);
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(tx.clone(), stop.clone())?;
+    let max_line = options.max_line_bytes;
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || read_stdin(tx, max_line))?;
+
+    // Until the node's id is known, hold the input back.
+    let mut held = Vec::new();
+    let node_id = match options.node_id.clone() {
+        Some(id) => id,
+        None => match wait_for_id(&rx, &mut held, max_line) {
+            Some(id) => id,
+            None => {
+                // Input ended (or a signal came) before any message: nothing to store.
+                report_unanswerable(held, max_line);
+                return Ok(());
+            }
+        },
+    };
+    match &options.store {
+        StoreChoice::Memory => run(MemoryStore::new(), node_id, &options, rx, held, &stop),
+        StoreChoice::Sqlite { data_dir } => {
+            let path = store_file(data_dir, &node_id);
+            let store = SqliteStore::open(&path)?;
+            tracing::info!(path = %path.display(), "store opened");
+            run(store, node_id, &options, rx, held, &stop)
+        }
+    }
+}
+
+fn watch_signals(tx: SyncSender<Input>, stop: Arc<AtomicBool>) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "stopping after the batch in hand");
+                stop.store(true, Ordering::SeqCst);
+                let _ = tx.send(Input::Stop);
+            }
+        })?;
+    Ok(())
+}
+
+fn read_stdin(tx: SyncSender<Input>, max_line: usize) {
+    let stdin = io::stdin();
+    let mut reader = LineReader::new(BufReader::with_capacity(1 << 16, stdin.lock()), max_line);
+    loop {
+        let input = match reader.next_frame() {
+            Ok(Some(frame)) => Input::Frame(frame),
+            Ok(None) => Input::End,
+            Err(e) => {
+                tracing::error!("reading stdin failed: {e}");
+                Input::End
+            }
+        };
+        let end = matches!(input, Input::End);
+        if tx.send(input).is_err() || end {
+            return;
+        }
+    }
+}
+
+fn to_incoming(frame: Frame, max_line: usize) -> Incoming {
+    match frame {
+        Frame::Line(line) => protocol::parse_line(&line),
+        Frame::TooLong { head, len } => transport::too_long(&head, len, max_line),
+        Frame::Cut(line) => match protocol::parse_line(&line) {
+            Incoming::Unanswerable(why) => {
+                Incoming::Unanswerable(format!("input ended in the middle of a line ({why})"))
+            }
+            whole => whole,
+        },
+    }
+}
+
+/// Reads until a message names the node (an `init`'s `node_id`, else a `dest`).
+fn wait_for_id(rx: &Receiver<Input>, held: &mut Vec<Frame>, max_line: usize) -> Option<String> {
+    loop {
+        let Ok(Input::Frame(frame)) = rx.recv() else {
+            return None;
+        };
+        let id = match &frame {
+            Frame::Line(l) | Frame::Cut(l) => match protocol::parse_line(l) {
+                Incoming::Request(r) => match r.body {
+                    Body::Init { node_id } => Some(node_id),
+                    _ => r.dest,
+                },
+                Incoming::Unanswerable(_) => None,
+            },
+            Frame::TooLong { .. } => None,
+        };
+        held.push(frame);
+        let _ = max_line;
+        if id.is_some() {
+            return id;
+        }
+    }
+}
+
+fn report_unanswerable(held: Vec<Frame>, max_line: usize) {
+    for frame in held {
+        if let Incoming::Unanswerable(why) = to_incoming(frame, max_line) {
+            tracing::warn!("skipped a line that cannot be answered: {why}");
+        }
+    }
+}
+
+fn run<S: EventStore>(
+    store: S,
+    node_id: String,
+    options: &Options,
+    rx: Receiver<Input>,
+    held: Vec<Frame>,
+    stop: &AtomicBool,
+) -> Result<(), ServeError> {
+    let mut node = Node::open(store, node_id, &options.config)?;
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let max_line = options.max_line_bytes;
+
+    let first: Vec<Incoming> = held.into_iter().map(|f| to_incoming(f, max_line)).collect();
+    node.handle(first, &mut out)?;
+    out.flush()?;
+
+    let mut ended = false;
+    while !ended && !stop.load(Ordering::SeqCst) {
+        let mut batch = Vec::new();
+        let mut next = rx.recv().ok();
+        while let Some(input) = next {
+            match input {
+                Input::Frame(f) => batch.push(to_incoming(f, max_line)),
+                Input::End | Input::Stop => {
+                    ended = true;
+                    break;
+                }
+            }
+            next = if batch.len() < options.max_batch {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if batch.is_empty() && !ended {
+            break; // every sender is gone
+        }
+        node.handle(batch, &mut out)?;
+        out.flush()?;
+    }
+    tracing::info!("input ended; every acknowledged event is durable");
+    Ok(())
+}

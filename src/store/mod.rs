@@ -1,0 +1,210 @@
+//! The event store: the source of truth.
+//!
+//! Three traits, one per role:
+//!
+//! * [`StoreRead`]: everything that can be read, from the store or from inside a transaction
+//!   (a transaction sees its own writes).
+//! * [`StoreWrite`]: a transaction. Appends to streams with an optimistic version check, writes
+//!   projection documents, checkpoints and snapshots. **Nothing is visible to a new reader and
+//!   nothing is durable until [`StoreWrite::commit`] returns `Ok`**; dropping a transaction
+//!   without committing rolls back every write made through it.
+//! * [`EventStore`]: opens transactions.
+//!
+//! Two implementations run the same test suite (`tests/store_suite.rs`):
+//! [`MemoryStore`] (no file at all) and [`SqliteStore`] (WAL, `synchronous=FULL`: durable on
+//! disk once `commit` returns).
+//!
+//! Projection documents live in the store beside the events so that a projection's state and its
+//! checkpoint commit in the same transaction as the events that produced them (an *inline*
+//! projection). Snapshots are derived data: deleting them changes no answer.
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+use crate::timestamp::Timestamp;
+
+/// A stream's version: the number of events in it. 0 means the stream does not exist.
+pub type Version = u64;
+
+/// A position in the global log, 1 for the first event ever appended. 0 means "before any".
+pub type Position = u64;
+
+/// Names one stream: the aggregate's category (e.g. `User`) and its id (e.g. `user-123`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    pub category: String,
+    pub id: String,
+}
+
+impl StreamId {
+    pub fn new(category: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            category: category.into(),
+            id: id.into(),
+        }
+    }
+}
+
+/// What the writer believes a stream's version to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream must be at exactly this version (0: must not exist yet).
+    Exact(Version),
+}
+
+/// An event about to be appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub timestamp: Timestamp,
+    /// The event's data, a JSON object as text.
+    pub data: String,
+}
+
+/// An event as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub stream: StreamId,
+    /// 1 for the stream's first event.
+    pub version: Version,
+    /// Position in the global log, unique and gap-free within one store.
+    pub position: Position,
+    pub event_type: String,
+    pub timestamp: Timestamp,
+    /// JSON object as text.
+    pub data: String,
+}
+
+/// How far to read a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upto {
+    /// Every event.
+    End,
+    /// Events with `version <= v`.
+    Version(Version),
+    /// Events with `timestamp <= t` (within a stream times never go backwards, so this is a prefix).
+    Time(Timestamp),
+}
+
+impl Upto {
+    /// Whether an event at this version and time falls inside the bound.
+    pub fn includes(self, version: Version, timestamp: Timestamp) -> bool {
+        match self {
+            Upto::End => true,
+            Upto::Version(v) => version <= v,
+            Upto::Time(t) => timestamp <= t,
+        }
+    }
+}
+
+/// An aggregate's state after `version` events, serialised by its aggregate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: Version,
+    /// Time of the event at `version`.
+    pub timestamp: Timestamp,
+    pub state: String,
+}
+
+/// What went wrong in the store, grouped by what the caller should do.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The stream was not at the expected version: re-read and decide again.
+    #[error("version conflict: expected version {expected}, but the stream is at {actual}")]
+    Conflict { expected: Version, actual: Version },
+    /// Another process holds the store: stop it, or use another data directory or node id.
+    #[error("the store {0} is in use by another process")]
+    Locked(String),
+    /// Reading or writing failed (disk full, I/O error, read-only file). Nothing of the failed
+    /// transaction is visible; the same write may succeed later.
+    #[error("storage failure: {0}")]
+    Io(String),
+    /// What is stored cannot be understood: a bug, or a file damaged outside the store's control.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Reads, from a store or from inside a transaction.
+pub trait StoreRead {
+    /// The stream's version (0 if it has no events).
+    fn stream_version(&self, stream: &StreamId) -> Result<Version>;
+
+    /// The stream's events with `version > after`, inside `upto`, oldest first.
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        after: Version,
+        upto: Upto,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Up to `limit` events of the global log with `position > after`, in log order.
+    fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// The position of the newest event (0 if the log is empty).
+    fn head(&self) -> Result<Position>;
+
+    /// The newest snapshot of the stream whose version and time fall inside `upto`.
+    fn snapshot(&self, stream: &StreamId, upto: Upto) -> Result<Option<Snapshot>>;
+
+    /// One projection document.
+    fn document(&self, collection: &str, key: &str) -> Result<Option<String>>;
+
+    /// Up to `limit` documents of a collection with `key > after`, ordered by key (byte order).
+    fn documents(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>>;
+
+    /// The last global position a projection has applied (0 if none).
+    fn checkpoint(&self, projection: &str) -> Result<Position>;
+}
+
+/// A transaction. See the module docs for when its writes become visible and durable.
+pub trait StoreWrite: StoreRead {
+    /// Appends `events` to `stream` if it is at `expected`, all of them or none, and returns
+    /// them as recorded. On [`StoreError::Conflict`] nothing was written and the transaction
+    /// can go on. An empty `events` only checks the version.
+    fn append(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Writes (`Some`) or deletes (`None`) a projection document.
+    fn put_document(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<()>;
+
+    /// Deletes every document of a collection.
+    fn clear_collection(&mut self, collection: &str) -> Result<()>;
+
+    /// Records the last global position a projection has applied.
+    fn set_checkpoint(&mut self, projection: &str, position: Position) -> Result<()>;
+
+    /// Stores a snapshot of a stream (replacing one at the same version).
+    fn put_snapshot(&mut self, stream: &StreamId, snapshot: &Snapshot) -> Result<()>;
+
+    /// Deletes every snapshot.
+    fn clear_snapshots(&mut self) -> Result<()>;
+
+    /// Makes every write of this transaction visible and durable, atomically.
+    fn commit(self) -> Result<()>;
+}
+
+/// An event store: reads, and transactions for writes.
+pub trait EventStore: StoreRead {
+    type Tx<'a>: StoreWrite
+    where
+        Self: 'a;
+
+    /// Starts a transaction. One at a time per store.
+    fn begin(&mut self) -> Result<Self::Tx<'_>>;
+}

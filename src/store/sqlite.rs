@@ -1,0 +1,447 @@
+//! [`SqliteStore`]: the default, embedded, durable store. One SQLite database file.
+//!
+//! Durability: the database runs in WAL mode with `synchronous=FULL`, so when
+//! [`StoreWrite::commit`] returns `Ok` the transaction's WAL frames have been fsync'd and
+//! survive a kill -9 or a power cut. A crash before that leaves no trace of the transaction:
+//! SQLite ignores WAL frames after the last valid commit frame, so a half-written transaction is
+//! never read back.
+//!
+//! Exclusivity: the connection runs with `locking_mode=EXCLUSIVE` and takes the write lock as
+//! it opens, so a second process that opens the same file is refused with
+//! [`StoreError::Locked`]. The lock is the operating system's and is released when the process
+//! dies, however it dies.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use super::*;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    position   INTEGER PRIMARY KEY,
+    category   TEXT    NOT NULL,
+    stream     TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    event_type TEXT    NOT NULL,
+    timestamp  INTEGER NOT NULL,
+    data       TEXT    NOT NULL,
+    UNIQUE (category, stream, version)
+);
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    PRIMARY KEY (collection, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    projection TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    category  TEXT    NOT NULL,
+    stream    TEXT    NOT NULL,
+    version   INTEGER NOT NULL,
+    timestamp INTEGER NOT NULL,
+    state     TEXT    NOT NULL,
+    PRIMARY KEY (category, stream, version)
+) WITHOUT ROWID;
+";
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, taking the exclusive lock.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let shown = path.display().to_string();
+        let conn = Connection::open(&path).map_err(|e| open_error(&shown, e))?;
+        conn.busy_timeout(std::time::Duration::ZERO)
+            .map_err(|e| open_error(&shown, e))?;
+        // Order matters: exclusive locking before WAL, so that SQLite keeps the WAL index in
+        // process memory (no -shm file) and the lock is held from the first transaction on.
+        conn.execute_batch(
+            "PRAGMA locking_mode = EXCLUSIVE;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             BEGIN EXCLUSIVE; COMMIT;",
+        )
+        .map_err(|e| open_error(&shown, e))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| open_error(&shown, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Io(format!(
+                "{shown}: could not switch to WAL mode (got {mode})"
+            )));
+        }
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| open_error(&shown, e))?;
+        Ok(Self { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn open_error(path: &str, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Locked(path.to_string())
+        }
+        _ => sql_error(e),
+    }
+}
+
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Io(e.to_string()),
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedEvent> {
+    Ok(RecordedEvent {
+        position: r.get::<_, i64>(0)? as Position,
+        stream: StreamId {
+            category: r.get(1)?,
+            id: r.get(2)?,
+        },
+        version: r.get::<_, i64>(3)? as Version,
+        event_type: r.get(4)?,
+        timestamp: Timestamp(r.get(5)?),
+        data: r.get(6)?,
+    })
+}
+
+const EVENT_COLUMNS: &str = "position, category, stream, version, event_type, timestamp, data";
+
+/// The reads, on a connection or inside a transaction (which derefs to its connection).
+fn read(conn: &Connection) -> Reader<'_> {
+    Reader(conn)
+}
+
+struct Reader<'c>(&'c Connection);
+
+impl Reader<'_> {
+    fn stream_version(&self, s: &StreamId) -> Result<Version> {
+        self.0
+            .prepare_cached(
+                "SELECT COALESCE(MAX(version), 0) FROM events WHERE category = ?1 AND stream = ?2",
+            )
+            .and_then(|mut st| st.query_row(params![s.category, s.id], |r| r.get::<_, i64>(0)))
+            .map(|v| v as Version)
+            .map_err(sql_error)
+    }
+
+    fn read_stream(&self, s: &StreamId, after: Version, upto: Upto) -> Result<Vec<RecordedEvent>> {
+        let (max_version, max_time) = bounds(upto);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE category = ?1 AND stream = ?2 AND version > ?3 AND version <= ?4
+               AND timestamp <= ?5
+             ORDER BY version"
+        );
+        let mut st = self.0.prepare_cached(&sql).map_err(sql_error)?;
+        let rows = st
+            .query_map(
+                params![s.category, s.id, to_i64(after), max_version, max_time],
+                event_from_row,
+            )
+            .map_err(sql_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+    }
+
+    fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+        );
+        let mut st = self.0.prepare_cached(&sql).map_err(sql_error)?;
+        let rows = st
+            .query_map(params![to_i64(after), to_i64(limit as u64)], event_from_row)
+            .map_err(sql_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+    }
+
+    fn head(&self) -> Result<Position> {
+        self.0
+            .prepare_cached("SELECT COALESCE(MAX(position), 0) FROM events")
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+            .map(|p| p as Position)
+            .map_err(sql_error)
+    }
+
+    fn snapshot(&self, s: &StreamId, upto: Upto) -> Result<Option<Snapshot>> {
+        let (max_version, max_time) = bounds(upto);
+        self.0
+            .prepare_cached(
+                "SELECT version, timestamp, state FROM snapshots
+                 WHERE category = ?1 AND stream = ?2 AND version <= ?3 AND timestamp <= ?4
+                 ORDER BY version DESC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![s.category, s.id, max_version, max_time], |r| {
+                    Ok(Snapshot {
+                        version: r.get::<_, i64>(0)? as Version,
+                        timestamp: Timestamp(r.get(1)?),
+                        state: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(sql_error)
+    }
+
+    fn document(&self, collection: &str, key: &str) -> Result<Option<String>> {
+        self.0
+            .prepare_cached("SELECT value FROM documents WHERE collection = ?1 AND key = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![collection, key], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(sql_error)
+    }
+
+    fn documents(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let mut st = self
+            .0
+            .prepare_cached(
+                "SELECT key, value FROM documents
+                 WHERE collection = ?1 AND (?2 IS NULL OR key > ?2)
+                 ORDER BY key LIMIT ?3",
+            )
+            .map_err(sql_error)?;
+        let rows = st
+            .query_map(params![collection, after, to_i64(limit as u64)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(sql_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+    }
+
+    fn checkpoint(&self, projection: &str) -> Result<Position> {
+        self.0
+            .prepare_cached("SELECT position FROM checkpoints WHERE projection = ?1")
+            .and_then(|mut st| {
+                st.query_row([projection], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map(|p| p.unwrap_or(0) as Position)
+            .map_err(sql_error)
+    }
+}
+
+/// SQL bounds (max version, max time) for an [`Upto`].
+fn bounds(upto: Upto) -> (i64, i64) {
+    match upto {
+        Upto::End => (i64::MAX, i64::MAX),
+        Upto::Version(v) => (to_i64(v), i64::MAX),
+        Upto::Time(t) => (i64::MAX, t.nanos()),
+    }
+}
+
+/// Implements [`StoreRead`] for a type that can lend a `&Connection`.
+macro_rules! impl_store_read {
+    ($ty:ty, $this:ident => $conn:expr) => {
+        impl StoreRead for $ty {
+            fn stream_version(&self, s: &StreamId) -> Result<Version> {
+                let $this = self;
+                read($conn).stream_version(s)
+            }
+            fn read_stream(
+                &self,
+                s: &StreamId,
+                after: Version,
+                upto: Upto,
+            ) -> Result<Vec<RecordedEvent>> {
+                let $this = self;
+                read($conn).read_stream(s, after, upto)
+            }
+            fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
+                let $this = self;
+                read($conn).read_all(after, limit)
+            }
+            fn head(&self) -> Result<Position> {
+                let $this = self;
+                read($conn).head()
+            }
+            fn snapshot(&self, s: &StreamId, upto: Upto) -> Result<Option<Snapshot>> {
+                let $this = self;
+                read($conn).snapshot(s, upto)
+            }
+            fn document(&self, c: &str, k: &str) -> Result<Option<String>> {
+                let $this = self;
+                read($conn).document(c, k)
+            }
+            fn documents(
+                &self,
+                c: &str,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<(String, String)>> {
+                let $this = self;
+                read($conn).documents(c, after, limit)
+            }
+            fn checkpoint(&self, p: &str) -> Result<Position> {
+                let $this = self;
+                read($conn).checkpoint(p)
+            }
+        }
+    };
+}
+
+impl_store_read!(SqliteStore, this => &this.conn);
+impl_store_read!(SqliteTx<'_>, this => &this.tx);
+
+impl EventStore for SqliteStore {
+    type Tx<'a> = SqliteTx<'a>;
+
+    fn begin(&mut self) -> Result<SqliteTx<'_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        let head = read(&tx).head()?;
+        Ok(SqliteTx { tx, head })
+    }
+}
+
+/// A transaction on a [`SqliteStore`]; rolled back when dropped without `commit`.
+pub struct SqliteTx<'a> {
+    tx: rusqlite::Transaction<'a>,
+    /// The newest position, including this transaction's appends.
+    head: Position,
+}
+
+impl StoreWrite for SqliteTx<'_> {
+    fn append(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Vec<RecordedEvent>> {
+        let actual = read(&self.tx).stream_version(stream)?;
+        if let ExpectedVersion::Exact(expected) = expected {
+            if expected != actual {
+                return Err(StoreError::Conflict { expected, actual });
+            }
+        }
+        let mut st = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO events (position, category, stream, version, event_type, timestamp, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(sql_error)?;
+        let mut recorded = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let event = RecordedEvent {
+                stream: stream.clone(),
+                version: actual + 1 + i as Version,
+                position: self.head + 1 + i as Position,
+                event_type: e.event_type.clone(),
+                timestamp: e.timestamp,
+                data: e.data.clone(),
+            };
+            st.execute(params![
+                to_i64(event.position),
+                event.stream.category,
+                event.stream.id,
+                to_i64(event.version),
+                event.event_type,
+                event.timestamp.nanos(),
+                event.data,
+            ])
+            .map_err(sql_error)?;
+            recorded.push(event);
+        }
+        // Only once every row is in: a failure above leaves the transaction unusable anyway
+        // (the caller drops it), but the head must never count rows that were not written.
+        self.head += recorded.len() as Position;
+        Ok(recorded)
+    }
+
+    fn put_document(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<()> {
+        let result = match value {
+            Some(v) => self
+                .tx
+                .prepare_cached(
+                    "INSERT INTO documents (collection, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value",
+                )
+                .and_then(|mut st| st.execute(params![collection, key, v])),
+            None => self
+                .tx
+                .prepare_cached("DELETE FROM documents WHERE collection = ?1 AND key = ?2")
+                .and_then(|mut st| st.execute(params![collection, key])),
+        };
+        result.map(drop).map_err(sql_error)
+    }
+
+    fn clear_collection(&mut self, collection: &str) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM documents WHERE collection = ?1", [collection])
+            .map(drop)
+            .map_err(sql_error)
+    }
+
+    fn set_checkpoint(&mut self, projection: &str, position: Position) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO checkpoints (projection, position) VALUES (?1, ?2)
+                 ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+            )
+            .and_then(|mut st| st.execute(params![projection, to_i64(position)]))
+            .map(drop)
+            .map_err(sql_error)
+    }
+
+    fn put_snapshot(&mut self, stream: &StreamId, snapshot: &Snapshot) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO snapshots (category, stream, version, timestamp, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    stream.category,
+                    stream.id,
+                    to_i64(snapshot.version),
+                    snapshot.timestamp.nanos(),
+                    snapshot.state
+                ])
+            })
+            .map(drop)
+            .map_err(sql_error)
+    }
+
+    fn clear_snapshots(&mut self) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM snapshots", [])
+            .map(drop)
+            .map_err(sql_error)
+    }
+
+    fn commit(self) -> Result<()> {
+        self.tx.commit().map_err(sql_error)
+    }
+}
