@@ -127,23 +127,19 @@ impl<A: Aggregate> Repository<A> {
         Ok(loaded)
     }
 
-    fn cached(&mut self, id: &str) -> Option<Loaded<A>> {
-        if let Some(l) = self.young.get(id) {
-            return Some(l.clone());
-        }
-        let l = self.old.remove(id)?;
-        self.remember(id.to_string(), l.clone());
-        Some(l)
+    /// Takes an aggregate out of the cache (it is put back by `remember`).
+    fn take(&mut self, id: &str) -> Option<Loaded<A>> {
+        self.young.remove(id).or_else(|| self.old.remove(id))
     }
 
-    fn remember(&mut self, id: String, loaded: Loaded<A>) {
+    fn remember(&mut self, id: &str, loaded: Loaded<A>) {
         if self.cache_size == 0 {
             return;
         }
-        if self.young.len() >= self.cache_size && !self.young.contains_key(&id) {
+        if self.young.len() >= self.cache_size {
             self.old = std::mem::take(&mut self.young);
         }
-        self.young.insert(id, loaded);
+        self.young.insert(id.to_string(), loaded);
     }
 
     /// Runs one command inside `tx` and returns the events it appended (possibly none).
@@ -153,10 +149,23 @@ impl<A: Aggregate> Repository<A> {
         cmd: Execute<'_, A::Command>,
     ) -> Result<Vec<RecordedEvent>, CommandError> {
         let id = A::target(cmd.command);
-        let mut loaded = match self.cached(id) {
+        let mut loaded = match self.take(id) {
             Some(l) => l,
             None => Self::load_at(tx, id, Upto::End)?,
         };
+        let result = self.execute_on(tx, &mut loaded, id, cmd);
+        self.remember(id, loaded);
+        result
+    }
+
+    /// Decides and appends; `loaded` changes only if events were appended.
+    fn execute_on(
+        &self,
+        tx: &mut impl StoreWrite,
+        loaded: &mut Loaded<A>,
+        id: &str,
+        cmd: Execute<'_, A::Command>,
+    ) -> Result<Vec<RecordedEvent>, CommandError> {
         let time = match (cmd.time, loaded.last_time) {
             (Some(t), Some(last)) if t < last => {
                 return Err(Rejection::invalid(format!(
@@ -188,9 +197,8 @@ impl<A: Aggregate> Repository<A> {
         }
         loaded.version += recorded.len() as Version;
         loaded.last_time = Some(time);
-        if self.snapshot_every > 0
-            && loaded.version / self.snapshot_every > before / self.snapshot_every
-        {
+        let every = self.snapshot_every;
+        if every > 0 && loaded.version / every > before / every {
             tx.put_snapshot(
                 &stream,
                 &Snapshot {
@@ -200,7 +208,6 @@ impl<A: Aggregate> Repository<A> {
                 },
             )?;
         }
-        self.remember(id.to_string(), loaded);
         Ok(recorded)
     }
 }

@@ -10,7 +10,7 @@
 //! SIGTERM and SIGINT end the node after the batch in hand has been committed and answered; so
 //! does the end of input. Exit status 0.
 
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -65,7 +65,8 @@ pub fn store_file(data_dir: &std::path::Path, node_id: &str) -> PathBuf {
 }
 
 enum Input {
-    Frame(Frame),
+    /// Frames that were read together.
+    Frames(Vec<Frame>),
     /// stdin ended (or failed).
     End,
     /// A signal asked the node to stop.
@@ -74,7 +75,9 @@ enum Input {
 
 /// Serves stdin/stdout until the end of input or a signal.
 pub fn serve(options: Options) -> Result<(), ServeError> {
-    let (tx, rx) = sync_channel::<Input>(options.max_batch.max(1) * 4);
+    // A few chunks in flight: enough to keep both threads busy, and a bound on memory when the
+    // node falls behind (each chunk holds at most CHUNK lines or about CHUNK_BYTES bytes).
+    let (tx, rx) = sync_channel::<Input>(4);
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(tx.clone(), stop.clone())?;
     let max_line = options.max_line_bytes;
@@ -86,7 +89,7 @@ pub fn serve(options: Options) -> Result<(), ServeError> {
     let mut held = Vec::new();
     let node_id = match options.node_id.clone() {
         Some(id) => id,
-        None => match wait_for_id(&rx, &mut held, max_line) {
+        None => match wait_for_id(&rx, &mut held) {
             Some(id) => id,
             None => {
                 // Input ended (or a signal came) before any message: nothing to store.
@@ -121,20 +124,42 @@ fn watch_signals(tx: SyncSender<Input>, stop: Arc<AtomicBool>) -> io::Result<()>
     Ok(())
 }
 
+/// Most frames sent to the main thread in one message...
+const CHUNK: usize = 256;
+/// ... and about the most bytes (a chunk closes once it holds this much).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Reads stdin and sends what was read in chunks: a chunk goes out as soon as no more input is
+/// buffered, so a lone line is never held back waiting for more.
 fn read_stdin(tx: SyncSender<Input>, max_line: usize) {
     let stdin = io::stdin();
-    let mut reader = LineReader::new(BufReader::with_capacity(1 << 16, stdin.lock()), max_line);
+    let mut reader = LineReader::new(stdin.lock(), max_line);
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
     loop {
-        let input = match reader.next_frame() {
-            Ok(Some(frame)) => Input::Frame(frame),
-            Ok(None) => Input::End,
+        let end = match reader.next_frame() {
+            Ok(Some(frame)) => {
+                bytes += match &frame {
+                    Frame::Line(l) | Frame::Cut(l) | Frame::TooLong { head: l, .. } => l.len(),
+                };
+                chunk.push(frame);
+                false
+            }
+            Ok(None) => true,
             Err(e) => {
                 tracing::error!("reading stdin failed: {e}");
-                Input::End
+                true
             }
         };
-        let end = matches!(input, Input::End);
-        if tx.send(input).is_err() || end {
+        let full = chunk.len() >= CHUNK || bytes >= CHUNK_BYTES;
+        if (end || full || !reader.has_buffered()) && !chunk.is_empty() {
+            bytes = 0;
+            if tx.send(Input::Frames(std::mem::take(&mut chunk))).is_err() {
+                return;
+            }
+        }
+        if end {
+            let _ = tx.send(Input::End);
             return;
         }
     }
@@ -153,13 +178,14 @@ fn to_incoming(frame: Frame, max_line: usize) -> Incoming {
     }
 }
 
-/// Reads until a message names the node (an `init`'s `node_id`, else a `dest`).
-fn wait_for_id(rx: &Receiver<Input>, held: &mut Vec<Frame>, max_line: usize) -> Option<String> {
+/// Reads until a message names the node (an `init`'s `node_id`, else a `dest`). Everything read
+/// so far, that message included, is left in `held`.
+fn wait_for_id(rx: &Receiver<Input>, held: &mut Vec<Frame>) -> Option<String> {
     loop {
-        let Ok(Input::Frame(frame)) = rx.recv() else {
+        let Ok(Input::Frames(frames)) = rx.recv() else {
             return None;
         };
-        let id = match &frame {
+        let id = frames.iter().find_map(|frame| match frame {
             Frame::Line(l) | Frame::Cut(l) => match protocol::parse_line(l) {
                 Incoming::Request(r) => match r.body {
                     Body::Init { node_id } => Some(node_id),
@@ -168,9 +194,8 @@ fn wait_for_id(rx: &Receiver<Input>, held: &mut Vec<Frame>, max_line: usize) -> 
                 Incoming::Unanswerable(_) => None,
             },
             Frame::TooLong { .. } => None,
-        };
-        held.push(frame);
-        let _ = max_line;
+        });
+        held.extend(frames);
         if id.is_some() {
             return id;
         }
@@ -208,7 +233,9 @@ fn run<S: EventStore>(
         let mut next = rx.recv().ok();
         while let Some(input) = next {
             match input {
-                Input::Frame(f) => batch.push(to_incoming(f, max_line)),
+                Input::Frames(frames) => {
+                    batch.extend(frames.into_iter().map(|f| to_incoming(f, max_line)))
+                }
                 Input::End | Input::Stop => {
                     ended = true;
                     break;

@@ -5,11 +5,9 @@
 //! bytes, so the node can still answer it. It tells a clean end of input (end of file after a
 //! newline) from a cut-off last line ([`Frame::Cut`]).
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, BufReader, Read};
 
-use serde_json::Value;
-
-use crate::protocol::{Body, ErrorCode, Incoming, Request};
+use crate::protocol::{self, ErrorCode, Incoming};
 
 /// How many bytes of an over-long line are kept to find its `src` and `msg_id`.
 const HEAD_BYTES: usize = 4096;
@@ -26,14 +24,28 @@ pub enum Frame {
 }
 
 pub struct LineReader<R> {
-    inner: R,
+    inner: BufReader<R>,
     max: usize,
 }
 
-impl<R: BufRead> LineReader<R> {
+impl<R: Read> LineReader<R> {
     /// `max`: the longest line accepted, in bytes, without its newline.
     pub fn new(inner: R, max: usize) -> Self {
-        Self { inner, max }
+        Self::with_capacity(1 << 16, inner, max)
+    }
+
+    /// Like `new`, reading `capacity` bytes at a time.
+    pub fn with_capacity(capacity: usize, inner: R, max: usize) -> Self {
+        Self {
+            inner: BufReader::with_capacity(capacity, inner),
+            max,
+        }
+    }
+
+    /// Whether input is already buffered: the next frame can be (at least partly) read without
+    /// waiting.
+    pub fn has_buffered(&self) -> bool {
+        !self.inner.buffer().is_empty()
     }
 
     /// The next frame; `None` at a clean end of input.
@@ -81,43 +93,17 @@ impl<R: BufRead> LineReader<R> {
 /// `msg_id`, else a line that cannot be answered.
 pub fn too_long(head: &[u8], len: usize, max: usize) -> Incoming {
     let text = format!("the line is {len} bytes long; the limit is {max} bytes");
-    match (sniff(head, b"\"src\""), sniff(head, b"\"msg_id\"")) {
-        (Some(Value::String(src)), Some(msg_id)) => Incoming::Request(Request {
-            src,
-            dest: sniff(head, b"\"dest\"").and_then(|d| d.as_str().map(String::from)),
-            msg_id: Some(msg_id),
-            body: Body::Invalid {
-                code: ErrorCode::MalformedRequest,
-                text,
-            },
-        }),
-        _ => Incoming::Unanswerable(text),
-    }
-}
-
-/// Best effort: the JSON value after the first `"key":` in `head`.
-fn sniff(head: &[u8], key: &[u8]) -> Option<Value> {
-    let at = head.windows(key.len()).position(|w| w == key)? + key.len();
-    let rest = &head[at..];
-    let colon = rest.iter().position(|&b| !b.is_ascii_whitespace())?;
-    if rest[colon] != b':' {
-        return None;
-    }
-    let value = &rest[colon + 1..];
-    let v = serde_json::Deserializer::from_slice(value)
-        .into_iter::<Value>()
-        .next()?
-        .ok()?;
-    (v.is_string() || v.is_number()).then_some(v)
+    protocol::identify(head, ErrorCode::MalformedRequest, text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn frames(input: &[u8], max: usize) -> Vec<Frame> {
         // A tiny buffer, so that lines straddle many reads.
-        let mut r = LineReader::new(io::BufReader::with_capacity(3, input), max);
+        let mut r = LineReader::with_capacity(3, input, max);
         std::iter::from_fn(|| r.next_frame().unwrap()).collect()
     }
 

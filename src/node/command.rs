@@ -47,25 +47,26 @@ type Outcome = Result<Vec<RecordedEvent>, Failure>;
 
 /// Reads the wire form of a command. Shape errors are `malformed`; bad values are
 /// `validation_failed`; a type no aggregate knows is `unknown_command`.
-fn parse(command: &Value) -> Result<Parsed, Failure> {
+fn parse(command: Value) -> Result<Parsed, Failure> {
     let malformed = |m: &str| Failure::new(CommandCode::Malformed, m);
-    let Value::Object(command) = command else {
+    let Value::Object(mut command) = command else {
         return Err(malformed(
             "body.command must be an object with 'type' and 'payload'",
         ));
     };
-    let kind = match command.get("type") {
-        Some(Value::String(k)) => k.as_str(),
+    let kind = match command.shift_remove("type") {
+        Some(Value::String(k)) => k,
         _ => return Err(malformed("command.type must be a string")),
     };
+    let kind = kind.as_str();
     if !UserCommand::KINDS.contains(&kind) {
         return Err(Failure::new(
             CommandCode::UnknownCommand,
             format!("unknown command type '{kind}'"),
         ));
     }
-    let mut payload: Map<String, Value> = match command.get("payload") {
-        Some(Value::Object(p)) => p.clone(),
+    let mut payload: Map<String, Value> = match command.shift_remove("payload") {
+        Some(Value::Object(p)) => p,
         _ => return Err(malformed("command.payload must be an object")),
     };
     let expected = match command
@@ -125,7 +126,7 @@ fn failure(e: CommandError) -> Result<Failure, StoreError> {
 /// Runs the commands in one transaction, then writes their replies.
 pub(super) fn run_batch<S: EventStore>(
     node: &mut Node<S>,
-    requests: &[Request],
+    requests: &mut [Request],
     out: &mut impl Write,
 ) -> io::Result<()> {
     match execute_all(node, requests) {
@@ -150,7 +151,7 @@ pub(super) fn run_batch<S: EventStore>(
 
 fn execute_all<S: EventStore>(
     node: &mut Node<S>,
-    requests: &[Request],
+    requests: &mut [Request],
 ) -> Result<Vec<Outcome>, StoreError> {
     let Node {
         store,
@@ -162,9 +163,10 @@ fn execute_all<S: EventStore>(
     let mut appended = Vec::new();
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in requests {
-        let Body::Command(command) = &request.body else {
+        let Body::Command(command) = &mut request.body else {
             unreachable!("run_batch is only given commands")
         };
+        let command = std::mem::take(command);
         let outcome = match parse(command) {
             Err(f) => Err(f),
             Ok(p) => match users.execute(

@@ -94,19 +94,19 @@ impl<S: EventStore> Node<S> {
                 Incoming::Request(r) if matches!(r.body, Body::Command(_)) => commands.push(r),
                 Incoming::Request(r) => {
                     if !commands.is_empty() {
-                        command::run_batch(self, &std::mem::take(&mut commands), out)?;
+                        command::run_batch(self, &mut std::mem::take(&mut commands), out)?;
                     }
                     self.handle_one(r, out)?;
                 }
             }
         }
         if !commands.is_empty() {
-            command::run_batch(self, &commands, out)?;
+            command::run_batch(self, &mut commands, out)?;
         }
         Ok(())
     }
 
-    fn handle_one(&mut self, request: Request, out: &mut impl Write) -> io::Result<()> {
+    fn handle_one(&mut self, mut request: Request, out: &mut impl Write) -> io::Result<()> {
         match &request.body {
             Body::Init { node_id } => init::run(self, &request, node_id, out),
             Body::Query(q) => query::run(self, &request, q, out),
@@ -117,7 +117,7 @@ impl<S: EventStore> Node<S> {
                 };
                 self.reply(out, &request, &reply::Error::new(msg_id, *code, text))
             }
-            Body::Command(_) => command::run_batch(self, std::slice::from_ref(&request), out),
+            Body::Command(_) => command::run_batch(self, std::slice::from_mut(&mut request), out),
         }
     }
 
