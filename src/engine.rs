@@ -127,9 +127,13 @@ impl<A: Aggregate> Repository<A> {
         Ok(loaded)
     }
 
-    /// Takes an aggregate out of the cache (it is put back by `remember`).
-    fn take(&mut self, id: &str) -> Option<Loaded<A>> {
-        self.young.remove(id).or_else(|| self.old.remove(id))
+    /// The cached aggregate, moved to the young generation if it was in the old one.
+    fn cached(&mut self, id: &str) -> Option<&mut Loaded<A>> {
+        if !self.young.contains_key(id) {
+            let loaded = self.old.remove(id)?;
+            self.remember(id, loaded);
+        }
+        self.young.get_mut(id)
     }
 
     fn remember(&mut self, id: &str, loaded: Loaded<A>) {
@@ -149,67 +153,68 @@ impl<A: Aggregate> Repository<A> {
         cmd: Execute<'_, A::Command>,
     ) -> Result<Vec<RecordedEvent>, CommandError> {
         let id = A::target(cmd.command);
-        let mut loaded = match self.take(id) {
-            Some(l) => l,
-            None => Self::load_at(tx, id, Upto::End)?,
-        };
-        let result = self.execute_on(tx, &mut loaded, id, cmd);
+        let every = self.snapshot_every;
+        if let Some(loaded) = self.cached(id) {
+            return execute_on(tx, loaded, id, cmd, every);
+        }
+        let mut loaded = Self::load_at(tx, id, Upto::End)?;
+        let result = execute_on(tx, &mut loaded, id, cmd, every);
         self.remember(id, loaded);
         result
     }
+}
 
-    /// Decides and appends; `loaded` changes only if events were appended.
-    fn execute_on(
-        &self,
-        tx: &mut impl StoreWrite,
-        loaded: &mut Loaded<A>,
-        id: &str,
-        cmd: Execute<'_, A::Command>,
-    ) -> Result<Vec<RecordedEvent>, CommandError> {
-        let time = match (cmd.time, loaded.last_time) {
-            (Some(t), Some(last)) if t < last => {
-                return Err(Rejection::invalid(format!(
-                    "timestamp {t} is earlier than the last event of '{id}' ({last}); \
+/// Decides and appends; `loaded` changes only if events were appended.
+fn execute_on<A: Aggregate>(
+    tx: &mut impl StoreWrite,
+    loaded: &mut Loaded<A>,
+    id: &str,
+    cmd: Execute<'_, A::Command>,
+    snapshot_every: u64,
+) -> Result<Vec<RecordedEvent>, CommandError> {
+    let time = match (cmd.time, loaded.last_time) {
+        (Some(t), Some(last)) if t < last => {
+            return Err(Rejection::invalid(format!(
+                "timestamp {t} is earlier than the last event of '{id}' ({last}); \
                      event times never go backwards"
-                ))
-                .into())
-            }
-            (Some(t), _) => t,
-            (None, last) => Timestamp::now().max(last.unwrap_or(Timestamp(i64::MIN))),
-        };
-        let events = loaded.state.decide(cmd.command)?;
-        let new: Vec<NewEvent> = events
-            .iter()
-            .map(|e| NewEvent {
-                event_type: e.event_type().to_string(),
-                timestamp: time,
-                data: e.to_data(),
-            })
-            .collect();
-        let stream = Self::stream(id);
-        let recorded = tx.append(&stream, cmd.expected, &new)?;
-        if recorded.is_empty() {
-            return Ok(recorded);
+            ))
+            .into())
         }
-        let before = loaded.version;
-        for e in &events {
-            loaded.state.evolve(e);
-        }
-        loaded.version += recorded.len() as Version;
-        loaded.last_time = Some(time);
-        let every = self.snapshot_every;
-        if every > 0 && loaded.version / every > before / every {
-            tx.put_snapshot(
-                &stream,
-                &Snapshot {
-                    version: loaded.version,
-                    timestamp: time,
-                    state: loaded.state.to_snapshot(),
-                },
-            )?;
-        }
-        Ok(recorded)
+        (Some(t), _) => t,
+        (None, last) => Timestamp::now().max(last.unwrap_or(Timestamp(i64::MIN))),
+    };
+    let events = loaded.state.decide(cmd.command)?;
+    let new: Vec<NewEvent> = events
+        .iter()
+        .map(|e| NewEvent {
+            event_type: e.event_type().to_string(),
+            timestamp: time,
+            data: e.to_data(),
+        })
+        .collect();
+    let stream = StreamId::new(A::CATEGORY, id);
+    let recorded = tx.append(&stream, cmd.expected, &new)?;
+    if recorded.is_empty() {
+        return Ok(recorded);
     }
+    let before = loaded.version;
+    for e in &events {
+        loaded.state.evolve(e);
+    }
+    loaded.version += recorded.len() as Version;
+    loaded.last_time = Some(time);
+    let every = snapshot_every;
+    if every > 0 && loaded.version / every > before / every {
+        tx.put_snapshot(
+            &stream,
+            &Snapshot {
+                version: loaded.version,
+                timestamp: time,
+                state: loaded.state.to_snapshot(),
+            },
+        )?;
+    }
+    Ok(recorded)
 }
 
 /// Applies one stored event to a loaded aggregate.
