@@ -8,6 +8,7 @@
 //! A new aggregate is a new file here implementing these two traits; the engine, the stores
 //! and the projections need no change.
 
+pub mod testing;
 pub mod user;
 
 /// A domain event: a fact, named in the past tense, stored as a type name and a JSON object.

@@ -98,6 +98,7 @@ impl UserCommand {
                     .shift_remove("name")
                     .ok_or_else(|| Rejection::invalid("payload.name is required"))?;
                 check_name(&name)?;
+                check_size("name", &name)?;
                 let mut attributes = Attributes::new();
                 attributes.insert("id".into(), Value::String(id));
                 attributes.insert("name".into(), name);
@@ -123,6 +124,7 @@ impl UserCommand {
                     .shift_remove("name")
                     .ok_or_else(|| Rejection::invalid("payload.name is required"))?;
                 check_name(&name)?;
+                check_size("name", &name)?;
                 UserCommand::RenameUser {
                     id,
                     name: name.as_str().unwrap_or_default().to_string(),
@@ -189,6 +191,17 @@ fn too_many() -> Rejection {
     Rejection::invalid(format!("a user has at most {MAX_ATTRIBUTES} attributes"))
 }
 
+/// The size limit of one attribute value (`name` included), in bytes of JSON.
+fn check_size(key: &str, value: &Value) -> Result<(), Rejection> {
+    let size = serde_json::to_string(value).map_or(usize::MAX, |s| s.len());
+    if size > MAX_ATTRIBUTE_BYTES {
+        return Err(Rejection::invalid(format!(
+            "attribute '{key}' is {size} bytes of JSON; the limit is {MAX_ATTRIBUTE_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 /// Size limits and the email rule for every attribute being set.
 fn check_attributes(attributes: &Attributes) -> Result<(), Rejection> {
     if attributes.len() > MAX_ATTRIBUTES {
@@ -200,12 +213,7 @@ fn check_attributes(attributes: &Attributes) -> Result<(), Rejection> {
                 "attribute names must be 1 to {MAX_ATTRIBUTE_NAME_BYTES} bytes long"
             )));
         }
-        let size = serde_json::to_string(value).map_or(usize::MAX, |s| s.len());
-        if size > MAX_ATTRIBUTE_BYTES {
-            return Err(Rejection::invalid(format!(
-                "attribute '{key}' is {size} bytes of JSON; the limit is {MAX_ATTRIBUTE_BYTES}"
-            )));
-        }
+        check_size(key, value)?;
         if key == "email" {
             check_email(value)?;
         }
