@@ -1,22 +1,20 @@
-//! `command`: validate, load, decide, append, project, commit, reply.
+//! `command`: validate, load, decide, append, project. The node commits and replies.
 //!
-//! A run of commands shares one transaction (group commit). Each command's outcome is decided on
-//! its own: a rejected command or a version conflict does not affect the others. Only a store
-//! failure aborts the whole run; then nothing of it was written and every command in it gets
-//! protocol error 13.
+//! Each command's outcome is decided on its own: a rejected command or a version conflict does
+//! not affect the other commands of its batch. Only a store failure aborts the batch's
+//! transaction (see [`super::Node::handle`]).
 
 use std::io::{self, Write};
 
 use serde_json::{Map, Value};
 
-use super::Node;
-use crate::domain::user::{PayloadError, UserCommand};
+use crate::domain::user::{PayloadError, User, UserCommand};
 use crate::domain::RejectionKind;
-use crate::engine::{CommandError, Execute};
-use crate::projection;
+use crate::engine::{CommandError, Execute, Repository};
+use crate::projection::{self, Projection};
 use crate::protocol::reply::{CommandCode, CommandFailed, CommandOk, EventRef};
-use crate::protocol::{Body, Request};
-use crate::store::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StoreWrite};
+use crate::protocol::Request;
+use crate::store::{ExpectedVersion, RecordedEvent, StoreError, StoreWrite};
 use crate::timestamp::Timestamp;
 
 /// A command as the engine takes it.
@@ -27,7 +25,7 @@ struct Parsed {
 }
 
 /// A failed command's reply.
-struct Failure {
+pub(super) struct Failure {
     code: CommandCode,
     error: String,
     current_version: Option<u64>,
@@ -43,7 +41,7 @@ impl Failure {
     }
 }
 
-type Outcome = Result<Vec<RecordedEvent>, Failure>;
+pub(super) type Outcome = Result<Vec<RecordedEvent>, Failure>;
 
 /// Reads the wire form of a command. Shape errors are `malformed`; bad values are
 /// `validation_failed`; a type no aggregate knows is `unknown_command`.
@@ -123,79 +121,39 @@ fn failure(e: CommandError) -> Result<Failure, StoreError> {
     })
 }
 
-/// Runs the commands in one transaction, then writes their replies.
-pub(super) fn run_batch<S: EventStore>(
-    node: &mut Node<S>,
-    requests: &mut [Request],
+/// Runs one command inside `tx` and applies its events to the projections (without moving
+/// their checkpoints: the caller does that once per batch). `Err` only for a store failure, which
+/// dooms the whole transaction.
+pub(super) fn execute<T: StoreWrite>(
+    users: &mut Repository<User>,
+    projections: &[Box<dyn Projection>],
+    tx: &mut T,
+    command: Value,
+) -> Result<Outcome, StoreError> {
+    let parsed = match parse(command) {
+        Ok(p) => p,
+        Err(f) => return Ok(Err(f)),
+    };
+    let run = Execute {
+        command: &parsed.command,
+        expected: parsed.expected,
+        time: parsed.time,
+    };
+    match users.execute(tx, run) {
+        Ok(events) => {
+            projection::apply_events(projections, tx, &events)?;
+            Ok(Ok(events))
+        }
+        Err(e) => Ok(Err(failure(e)?)),
+    }
+}
+
+/// Writes a command's reply (nothing if it has no msg_id).
+pub(super) fn write_outcome(
     out: &mut impl Write,
-) -> io::Result<()> {
-    match execute_all(node, requests) {
-        Ok(outcomes) => {
-            for (request, outcome) in requests.iter().zip(&outcomes) {
-                write_outcome(node, request, outcome, out)?;
-            }
-            Ok(())
-        }
-        Err(e) => {
-            // Nothing of the run was written: the cache may hold states that never committed.
-            node.users.forget();
-            tracing::error!("a batch of {} command(s) failed: {e}", requests.len());
-            let text = format!("{e}; the command was not applied");
-            for request in requests {
-                node.crash_reply(out, request, &text)?;
-            }
-            Ok(())
-        }
-    }
-}
-
-fn execute_all<S: EventStore>(
-    node: &mut Node<S>,
-    requests: &mut [Request],
-) -> Result<Vec<Outcome>, StoreError> {
-    let Node {
-        store,
-        users,
-        projections,
-        ..
-    } = node;
-    let mut tx = store.begin()?;
-    let mut appended = Vec::new();
-    let mut outcomes = Vec::with_capacity(requests.len());
-    for request in requests {
-        let Body::Command(command) = &mut request.body else {
-            unreachable!("run_batch is only given commands")
-        };
-        let command = std::mem::take(command);
-        let outcome = match parse(command) {
-            Err(f) => Err(f),
-            Ok(p) => match users.execute(
-                &mut tx,
-                Execute {
-                    command: &p.command,
-                    expected: p.expected,
-                    time: p.time,
-                },
-            ) {
-                Ok(events) => {
-                    appended.extend_from_slice(&events);
-                    Ok(events)
-                }
-                Err(e) => Err(failure(e)?),
-            },
-        };
-        outcomes.push(outcome);
-    }
-    projection::apply_new(projections, &mut tx, &appended)?;
-    tx.commit()?;
-    Ok(outcomes)
-}
-
-fn write_outcome<S: EventStore>(
-    node: &Node<S>,
+    id: &str,
     request: &Request,
     outcome: &Outcome,
-    out: &mut impl Write,
 ) -> io::Result<()> {
     let Some(msg_id) = &request.msg_id else {
         if let Err(f) = outcome {
@@ -212,10 +170,11 @@ fn write_outcome<S: EventStore>(
                     aggregate_id: &e.stream.id,
                 })
                 .collect();
-            node.reply(out, request, &CommandOk::new(msg_id, refs))
+            super::reply(out, id, request, &CommandOk::new(msg_id, refs))
         }
-        Err(f) => node.reply(
+        Err(f) => super::reply(
             out,
+            id,
             request,
             &CommandFailed::new(msg_id, f.code, &f.error, f.current_version),
         ),

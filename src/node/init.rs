@@ -5,19 +5,17 @@
 
 use std::io::{self, Write};
 
-use super::Node;
 use crate::protocol::{reply, Request};
-use crate::store::EventStore;
 
-pub(super) fn run<S: EventStore>(
-    node: &mut Node<S>,
+pub(super) fn run(
+    id: &mut String,
     request: &Request,
     node_id: &str,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    node.id = node_id.to_string();
+    node_id.clone_into(id);
     match &request.msg_id {
-        Some(msg_id) => node.reply(out, request, &reply::InitOk::new(msg_id)),
+        Some(msg_id) => super::reply(out, id, request, &reply::InitOk::new(msg_id)),
         None => Ok(()),
     }
 }

@@ -1,10 +1,14 @@
 //! The node: turns requests into work on the engine and writes the replies.
 //!
 //! One handler per message kind: [`init`], [`command`], [`query`]. [`Node::handle`] is the
-//! dispatcher. It takes a batch of lines that were already waiting, and runs each run of
-//! consecutive commands in one store transaction (group commit): one fsync for the run, and the
-//! run's replies are written only after that commit. Any other message ends a run, so replies
-//! keep the order of the requests and a query always sees every command before it.
+//! dispatcher. It takes a batch of messages that were already waiting and, if the batch holds a
+//! command, runs the whole batch in **one store transaction** (group commit: one fsync per
+//! batch). Messages are handled in order, so a query sees every command before it (it reads
+//! through the transaction), and the replies are written in request order, all of them only
+//! after the commit: nothing is acknowledged, and no state is shown, before it is durable.
+//!
+//! If the commit fails, nothing of the batch was stored: every command of the batch is answered
+//! with error 13, and the other messages are answered again outside the transaction.
 
 mod command;
 mod init;
@@ -18,7 +22,7 @@ use crate::domain::user::User;
 use crate::engine::Repository;
 use crate::projection::{self, Projection};
 use crate::protocol::{self, reply, Body, ErrorCode, Incoming, Request};
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, StoreError, StoreRead, StoreWrite};
 
 /// Tuning knobs.
 #[derive(Clone, Debug)]
@@ -70,13 +74,20 @@ impl<S: EventStore> Node<S> {
         &self.store
     }
 
+    /// The store, for changes made around the node (tests, maintenance). The node forgets its
+    /// cached aggregates, since the store may change under them.
+    pub fn store_mut(&mut self) -> &mut S {
+        self.users.forget();
+        &mut self.store
+    }
+
     /// Handles a batch of raw lines, writing every reply to `out` (not flushed).
     pub fn handle_lines<L: AsRef<[u8]>>(
         &mut self,
         lines: &[L],
         out: &mut impl Write,
     ) -> io::Result<()> {
-        let incoming: Vec<Incoming> = lines
+        let incoming = lines
             .iter()
             .map(|l| protocol::parse_line(l.as_ref()))
             .collect();
@@ -85,51 +96,111 @@ impl<S: EventStore> Node<S> {
 
     /// Handles a batch of parsed lines in order, writing every reply to `out` (not flushed).
     pub fn handle(&mut self, incoming: Vec<Incoming>, out: &mut impl Write) -> io::Result<()> {
-        let mut commands: Vec<Request> = Vec::new();
+        let mut requests = Vec::with_capacity(incoming.len());
         for item in incoming {
             match item {
+                Incoming::Request(r) => requests.push(r),
                 Incoming::Unanswerable(reason) => {
                     tracing::warn!("skipped a line that cannot be answered: {reason}")
                 }
-                Incoming::Request(r) if matches!(r.body, Body::Command(_)) => commands.push(r),
-                Incoming::Request(r) => {
-                    if !commands.is_empty() {
-                        command::run_batch(self, &mut std::mem::take(&mut commands), out)?;
+            }
+        }
+        let is_command = |r: &Request| matches!(r.body, Body::Command(_));
+        if !requests.iter().any(is_command) {
+            // Nothing to write: no transaction, queries read the store directly.
+            for r in &requests {
+                answer(&self.store, &mut self.id, r, out)?;
+            }
+            return Ok(());
+        }
+        let mut replies = Vec::with_capacity(requests.len() * 128);
+        match self.run_batch(&mut requests, &mut replies) {
+            Ok(()) => out.write_all(&replies),
+            Err(e) => {
+                // Nothing of the batch was stored, and the cache may hold states that never were.
+                self.users.forget();
+                tracing::error!("a batch of {} message(s) failed: {e}", requests.len());
+                let text = format!("{e}; the command was not applied");
+                for r in &requests {
+                    if is_command(r) {
+                        crash_reply(out, &self.id, r, &text)?;
+                    } else {
+                        answer(&self.store, &mut self.id, r, out)?;
                     }
-                    self.handle_one(r, out)?;
                 }
+                Ok(())
             }
         }
-        if !commands.is_empty() {
-            command::run_batch(self, &mut commands, out)?;
-        }
-        Ok(())
     }
 
-    fn handle_one(&mut self, mut request: Request, out: &mut impl Write) -> io::Result<()> {
-        match &request.body {
-            Body::Init { node_id } => init::run(self, &request, node_id, out),
-            Body::Query(q) => query::run(self, &request, q, out),
-            Body::Invalid { code, text } => {
-                let Some(msg_id) = &request.msg_id else {
-                    tracing::warn!("unanswerable request (no msg_id): {text}");
-                    return Ok(());
-                };
-                self.reply(out, &request, &reply::Error::new(msg_id, *code, text))
+    /// Runs every request inside one transaction, buffering the replies; commits.
+    fn run_batch(
+        &mut self,
+        requests: &mut [Request],
+        replies: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let Node {
+            store,
+            users,
+            projections,
+            id,
+        } = self;
+        let mut tx = store.begin()?;
+        let mut last = None;
+        for r in requests.iter_mut() {
+            if let Body::Command(c) = &mut r.body {
+                let outcome = command::execute(users, projections, &mut tx, std::mem::take(c))?;
+                if let Ok(events) = &outcome {
+                    last = events.last().map(|e| e.position).or(last);
+                }
+                command::write_outcome(replies, id, r, &outcome)
+            } else {
+                answer(&tx, id, r, replies)
             }
-            Body::Command(_) => command::run_batch(self, std::slice::from_mut(&mut request), out),
+            .map_err(|e| StoreError::Io(format!("buffering a reply: {e}")))?;
         }
-    }
-
-    fn reply<B: Serialize>(&self, out: &mut impl Write, to: &Request, body: &B) -> io::Result<()> {
-        protocol::write_message(out, &self.id, &to.src, body)
-    }
-
-    /// Answers with protocol error 13 (the request was not carried out).
-    fn crash_reply(&self, out: &mut impl Write, to: &Request, text: &str) -> io::Result<()> {
-        match &to.msg_id {
-            Some(id) => self.reply(out, to, &reply::Error::new(id, ErrorCode::Crash, text)),
-            None => Ok(()),
+        if let Some(position) = last {
+            projection::set_checkpoints(projections, &mut tx, position)?;
         }
+        tx.commit()
+    }
+}
+
+/// Answers anything but a command, reading from `store` (a store, or a transaction).
+fn answer(
+    store: &impl StoreRead,
+    id: &mut String,
+    r: &Request,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    match &r.body {
+        Body::Init { node_id } => init::run(id, r, node_id, out),
+        Body::Query(q) => query::run(store, id, r, q, out),
+        Body::Invalid { code, text } => match &r.msg_id {
+            Some(msg_id) => reply(out, id, r, &reply::Error::new(msg_id, *code, text)),
+            None => {
+                tracing::warn!("unanswerable request (no msg_id): {text}");
+                Ok(())
+            }
+        },
+        Body::Command(_) => unreachable!("commands are run by Node::run_batch"),
+    }
+}
+
+/// Writes one reply from node `id` to the request's sender.
+fn reply<B: Serialize>(out: &mut impl Write, id: &str, to: &Request, body: &B) -> io::Result<()> {
+    protocol::write_message(out, id, &to.src, body)
+}
+
+/// Answers with protocol error 13 (the request was not carried out).
+fn crash_reply(out: &mut impl Write, id: &str, to: &Request, text: &str) -> io::Result<()> {
+    match &to.msg_id {
+        Some(msg_id) => reply(
+            out,
+            id,
+            to,
+            &reply::Error::new(msg_id, ErrorCode::Crash, text),
+        ),
+        None => Ok(()),
     }
 }

@@ -8,13 +8,12 @@ use serde::Serialize;
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{Map, Value};
 
-use super::Node;
 use crate::domain::user::User;
 use crate::engine::Repository;
 use crate::projection::users::COLLECTION;
 use crate::protocol::reply::{QueryCode, QueryFailed, QueryOk};
 use crate::protocol::Request;
-use crate::store::{EventStore, StoreError, StoreRead, Upto};
+use crate::store::{StoreError, StoreRead, Upto};
 use crate::timestamp::Timestamp;
 
 /// `ListUsers` page size when none is given, and the largest allowed.
@@ -38,24 +37,25 @@ fn invalid(msg: impl Into<String>) -> QueryError {
 
 type Answer = Result<Box<RawValue>, QueryError>;
 
-pub(super) fn run<S: EventStore>(
-    node: &Node<S>,
+pub(super) fn run(
+    store: &impl StoreRead,
+    id: &str,
     request: &Request,
     query: &Value,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let answer = answer(node.store(), query);
+    let answer = answer(store, query);
     let Some(msg_id) = &request.msg_id else {
         return Ok(());
     };
     match answer {
-        Ok(data) => node.reply(out, request, &QueryOk::new(msg_id, &data)),
+        Ok(data) => super::reply(out, id, request, &QueryOk::new(msg_id, &data)),
         Err(QueryError::Bad(code, error)) => {
-            node.reply(out, request, &QueryFailed::new(msg_id, code, &error))
+            super::reply(out, id, request, &QueryFailed::new(msg_id, code, &error))
         }
         Err(QueryError::Store(e)) => {
             tracing::error!("query failed: {e}");
-            node.crash_reply(out, request, &e.to_string())
+            super::crash_reply(out, id, request, &e.to_string())
         }
     }
 }

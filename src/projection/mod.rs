@@ -45,8 +45,34 @@ pub fn all() -> Vec<Box<dyn Projection>> {
     vec![Box::new(users::UsersProjection)]
 }
 
-/// Applies freshly appended events (in log order) to every projection and moves their
-/// checkpoints, inside the transaction that appended them.
+/// Applies freshly appended events (in log order) to every projection, inside the transaction
+/// that appended them. The caller moves the checkpoints with [`set_checkpoints`].
+pub fn apply_events<T: StoreWrite>(
+    projections: &[Box<dyn Projection>],
+    tx: &mut T,
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    for p in projections {
+        for e in events {
+            p.apply(tx, e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records that every projection has applied the log up to `position`.
+pub fn set_checkpoints<T: StoreWrite>(
+    projections: &[Box<dyn Projection>],
+    tx: &mut T,
+    position: Position,
+) -> Result<(), StoreError> {
+    for p in projections {
+        tx.set_checkpoint(p.name(), position)?;
+    }
+    Ok(())
+}
+
+/// [`apply_events`], then [`set_checkpoints`] to the last of them.
 pub fn apply_new<T: StoreWrite>(
     projections: &[Box<dyn Projection>],
     tx: &mut T,
@@ -55,13 +81,8 @@ pub fn apply_new<T: StoreWrite>(
     let Some(last) = events.last() else {
         return Ok(());
     };
-    for p in projections {
-        for e in events {
-            p.apply(tx, e)?;
-        }
-        tx.set_checkpoint(p.name(), last.position)?;
-    }
-    Ok(())
+    apply_events(projections, tx, events)?;
+    set_checkpoints(projections, tx, last.position)
 }
 
 /// Events read per step while catching up.
