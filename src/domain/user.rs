@@ -134,6 +134,7 @@ impl UserCommand {
                 let email = payload
                     .shift_remove("email")
                     .ok_or_else(|| Rejection::invalid("payload.email is required"))?;
+                check_size("email", &email)?;
                 check_email(&email)?;
                 UserCommand::ChangeUserEmail {
                     id,
