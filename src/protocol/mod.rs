@@ -66,6 +66,10 @@ struct RawEnvelope {
 
 /// Parses one line. Unknown keys are ignored anywhere.
 pub fn parse_line(line: &[u8]) -> Incoming {
+    // Only an object is an envelope (serde would also take a 3-element array for the struct).
+    if line.trim_ascii_start().first() != Some(&b'{') {
+        return Incoming::Unanswerable("not a JSON envelope: a message is a JSON object".into());
+    }
     let raw: RawEnvelope = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => return Incoming::Unanswerable(format!("not a JSON envelope: {e}")),
@@ -183,6 +187,7 @@ mod tests {
         for line in [
             "not json",
             "[1,2]",
+            r#"["c","n",{"type":"query","msg_id":1,"query":{"type":"ListUsers"}}]"#,
             r#"{"dest":"n","body":{}}"#,
             r#"{"src":"c","dest":"n","body":3}"#,
         ] {
