@@ -68,6 +68,15 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    // A write past RLIMIT_FSIZE raises SIGXFSZ, whose default action kills the process before
+    // the store can roll back and answer. With a handler installed the write fails with EFBIG
+    // instead: a storage failure, reported to the client as error 13.
+    if let Err(e) = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    ) {
+        tracing::warn!("cannot handle SIGXFSZ: {e}");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.run),

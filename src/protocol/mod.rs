@@ -72,6 +72,15 @@ pub fn parse_line(line: &[u8]) -> Incoming {
     }
     let raw: RawEnvelope = match serde_json::from_slice(line) {
         Ok(r) => r,
+        // Valid JSON, perhaps, but nested deeper than the parser goes: answer it if its
+        // envelope can be made out.
+        Err(e) if nesting_depth(line) > MAX_DEPTH => {
+            return identify(
+                line,
+                ErrorCode::MalformedRequest,
+                format!("the message is nested deeper than {MAX_DEPTH} levels ({e})"),
+            )
+        }
         Err(e) => return Incoming::Unanswerable(format!("not a JSON envelope: {e}")),
     };
     let Some(Value::String(src)) = raw.src else {
@@ -92,6 +101,66 @@ pub fn parse_line(line: &[u8]) -> Incoming {
         msg_id,
         body,
     })
+}
+
+/// The deepest nesting of arrays and objects the parser accepts (serde_json's limit).
+pub const MAX_DEPTH: usize = 127;
+
+/// The deepest nesting of `[`/`{` in `line`, skipping strings; a cheap scan, no parse.
+fn nesting_depth(line: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in line {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// A request that cannot be parsed but must still be answered (too long, too deep): a protocol
+/// error `code` if `head` (the line, or its first bytes) names a string `src` and a `msg_id`;
+/// else a line that cannot be answered. Best effort: the first `"src":` and `"msg_id":` found.
+pub fn identify(head: &[u8], code: ErrorCode, text: String) -> Incoming {
+    match (sniff(head, b"\"src\""), sniff(head, b"\"msg_id\"")) {
+        (Some(Value::String(src)), Some(msg_id)) => Incoming::Request(Request {
+            src,
+            dest: sniff(head, b"\"dest\"").and_then(|d| d.as_str().map(String::from)),
+            msg_id: Some(msg_id),
+            body: Body::Invalid { code, text },
+        }),
+        _ => Incoming::Unanswerable(text),
+    }
+}
+
+/// Best effort: the JSON string or number after the first `"key":` in `head`.
+fn sniff(head: &[u8], key: &[u8]) -> Option<Value> {
+    let at = head.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = &head[at..];
+    let colon = rest.iter().position(|&b| !b.is_ascii_whitespace())?;
+    if rest[colon] != b':' {
+        return None;
+    }
+    let value = &rest[colon + 1..];
+    let v = serde_json::Deserializer::from_slice(value)
+        .into_iter::<Value>()
+        .next()?
+        .ok()?;
+    (v.is_string() || v.is_number()).then_some(v)
 }
 
 fn parse_body(body: &mut Map<String, Value>, has_dest: bool) -> Body {
@@ -196,5 +265,33 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn a_too_deep_message_is_answered_when_its_envelope_can_be_made_out() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let line = format!(
+            r#"{{"src":"c","dest":"n","body":{{"type":"command","msg_id":4,"command":{{"type":"CreateUser","payload":{{"id":"a","name":"A","x":{deep}}}}}}}}}"#
+        );
+        assert!(serde_json::from_str::<Value>(&line).is_err());
+        let r = req(&line);
+        assert_eq!(r.src, "c");
+        assert_eq!(r.dest.as_deref(), Some("n"));
+        assert_eq!(r.msg_id, Some(Value::from(4)));
+        assert!(matches!(
+            r.body,
+            Body::Invalid {
+                code: ErrorCode::MalformedRequest,
+                ..
+            }
+        ));
+        // Too deep and nothing to answer: stderr only.
+        assert!(matches!(
+            parse_line(deep.as_bytes()),
+            Incoming::Unanswerable(_)
+        ));
+        // Brackets inside strings do not count.
+        assert_eq!(nesting_depth(br#"{"a":"[[[[{{{\"[["}"#), 1);
+        assert_eq!(nesting_depth(b"[[1],[[2]]]"), 3);
     }
 }

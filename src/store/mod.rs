@@ -18,9 +18,11 @@
 //! checkpoint commit in the same transaction as the events that produced them (an *inline*
 //! projection). Snapshots are derived data: deleting them changes no answer.
 
+mod faulty;
 mod memory;
 mod sqlite;
 
+pub use faulty::{Faults, FaultyStore, FaultyTx, Op, Plan};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
