@@ -164,6 +164,8 @@ fn state_at(store: &impl StoreRead, id: &str, upto: Upto, key: &str, value: Valu
     match loaded.state.visible() {
         Some(attributes) => {
             let mut data = attributes.clone();
+            // Always the last key, even if the user has an attribute of that name.
+            data.shift_remove(key);
             data.insert(key.to_string(), value);
             raw(&data)
         }
