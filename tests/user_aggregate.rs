@@ -640,6 +640,11 @@ fn attribute_value_size_limit() {
     );
     assert!(msg.contains("bio"), "{msg}");
     invalid("UpdateUser", json!({"id": "u1", "bio": too_big}));
+    // The email too, wherever it is set (a valid address, just too long).
+    let long_email = format!("a@{}", "x".repeat(MAX_ATTRIBUTE_BYTES));
+    for kind in ["CreateUser", "UpdateUser", "ChangeUserEmail"] {
+        invalid(kind, json!({"id": "u1", "name": "J", "email": long_email}));
+    }
     // Any JSON value counts by its serialised size.
     let big_array = json!(vec![1234567; MAX_ATTRIBUTE_BYTES / 8 + 1]);
     invalid("UpdateUser", json!({"id": "u1", "list": big_array}));
