@@ -85,17 +85,15 @@ pub fn serve(options: Options) -> Result<(), ServeError> {
         .name("stdin".into())
         .spawn(move || read_stdin(tx, max_line))?;
 
-    // Until the node's id is known, hold the input back.
+    // Until the node's id is known, hold the input back (parsed, and bounded).
     let mut held = Vec::new();
     let node_id = match options.node_id.clone() {
         Some(id) => id,
-        None => match wait_for_id(&rx, &mut held) {
+        None => match wait_for_id(&rx, &mut held, max_line) {
             Some(id) => id,
-            None => {
-                // Input ended (or a signal came) before any message: nothing to store.
-                report_unanswerable(held, max_line);
-                return Ok(());
-            }
+            // Input ended (or a signal came) before any message named the node: nothing to
+            // store, nobody to answer.
+            None => return Ok(()),
         },
     };
     match &options.store {
@@ -178,34 +176,57 @@ fn to_incoming(frame: Frame, max_line: usize) -> Incoming {
     }
 }
 
-/// Reads until a message names the node (an `init`'s `node_id`, else a `dest`). Everything read
-/// so far, that message included, is left in `held`.
-fn wait_for_id(rx: &Receiver<Input>, held: &mut Vec<Frame>) -> Option<String> {
+/// Most bytes of input held back, as requests, while no message has named the node yet; past
+/// that, such requests are reported on stderr and dropped (they cannot be answered without the
+/// node's id). Lines that cannot be answered at all are never held.
+pub const MAX_HELD_BYTES: usize = 16 << 20;
+
+/// Reads until a message names the node (an `init`'s `node_id`, else a `dest`). The requests
+/// read so far, that message and the rest of its chunk included, are left in `held`, parsed.
+fn wait_for_id(rx: &Receiver<Input>, held: &mut Vec<Incoming>, max_line: usize) -> Option<String> {
+    let mut bytes = 0;
     loop {
         let Ok(Input::Frames(frames)) = rx.recv() else {
+            for item in held.drain(..) {
+                if let Incoming::Request(r) = item {
+                    tracing::warn!(src = %r.src, "no message named the node: a request was not answered");
+                }
+            }
             return None;
         };
-        let id = frames.iter().find_map(|frame| match frame {
-            Frame::Line(l) | Frame::Cut(l) => match protocol::parse_line(l) {
-                Incoming::Request(r) => match r.body {
-                    Body::Init { node_id } => Some(node_id),
-                    _ => r.dest,
+        let mut frames = frames.into_iter();
+        while let Some(frame) = frames.next() {
+            let (len, whole) = match &frame {
+                Frame::Line(l) | Frame::Cut(l) => (l.len(), true),
+                Frame::TooLong { head, .. } => (head.len(), false),
+            };
+            let incoming = to_incoming(frame, max_line);
+            let id = match &incoming {
+                Incoming::Request(r) if whole => match &r.body {
+                    Body::Init { node_id } => Some(node_id.clone()),
+                    _ => r.dest.clone(),
                 },
-                Incoming::Unanswerable(_) => None,
-            },
-            Frame::TooLong { .. } => None,
-        });
-        held.extend(frames);
-        if id.is_some() {
-            return id;
-        }
-    }
-}
-
-fn report_unanswerable(held: Vec<Frame>, max_line: usize) {
-    for frame in held {
-        if let Incoming::Unanswerable(why) = to_incoming(frame, max_line) {
-            tracing::warn!("skipped a line that cannot be answered: {why}");
+                _ => None,
+            };
+            match incoming {
+                Incoming::Unanswerable(why) => {
+                    tracing::warn!("skipped a line that cannot be answered: {why}")
+                }
+                request if id.is_some() => {
+                    held.push(request);
+                    held.extend(frames.map(|f| to_incoming(f, max_line)));
+                    return id;
+                }
+                request if bytes + len <= MAX_HELD_BYTES => {
+                    bytes += len;
+                    held.push(request);
+                }
+                Incoming::Request(r) => tracing::warn!(
+                    src = %r.src,
+                    "dropped a request: over {MAX_HELD_BYTES} bytes of input came before any \
+                     message named the node (give --node-id, or send init first)"
+                ),
+            }
         }
     }
 }
@@ -215,7 +236,7 @@ fn run<S: EventStore>(
     node_id: String,
     options: &Options,
     rx: Receiver<Input>,
-    held: Vec<Frame>,
+    held: Vec<Incoming>,
     stop: &AtomicBool,
 ) -> Result<(), ServeError> {
     let mut node = Node::open(store, node_id, &options.config)?;
@@ -223,8 +244,7 @@ fn run<S: EventStore>(
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let max_line = options.max_line_bytes;
 
-    let first: Vec<Incoming> = held.into_iter().map(|f| to_incoming(f, max_line)).collect();
-    node.handle(first, &mut out)?;
+    node.handle(held, &mut out)?;
     out.flush()?;
 
     let mut ended = false;

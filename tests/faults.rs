@@ -333,3 +333,49 @@ proptest! {
         assert_consistent(node.store().inner());
     }
 }
+
+/// A batch whose replies pass the node's reply buffer is cut into transactions: each part is
+/// committed and answered on its own, and a failure affects only the part it hits (and the
+/// rest of the batch), never what was already acknowledged.
+#[test]
+fn a_batch_cut_for_its_large_replies_fails_only_from_the_failed_part_on() {
+    let (mut node, faults) = faulty_node(MemoryStore::new());
+    let mut big = json!({"id": "big", "name": "Big"});
+    for i in 0..16 {
+        big[format!("a{i}")] = json!("v".repeat(64_000));
+    }
+    let r = send(&mut node, &[command(1, "CreateUser", big, None)]);
+    assert_ok(&r[0], 1, &[("UserCreated", "big")]);
+
+    let mut batch = vec![command(
+        2,
+        "CreateUser",
+        json!({"id": "a", "name": "A"}),
+        None,
+    )];
+    for i in 3..13 {
+        batch.push(query(i, "GetUser", json!({"userId": "big"})));
+    }
+    batch.push(command(
+        13,
+        "CreateUser",
+        json!({"id": "b", "name": "B"}),
+        None,
+    ));
+    batch.push(query(14, "GetUser", json!({"userId": "b"})));
+    // The first transaction commits; the next one fails.
+    faults.set(Op::Commit, Plan::After { ok: 1 });
+    let r = send(&mut node, &batch);
+    faults.clear();
+    assert_eq!(r.len(), batch.len());
+    assert_ok(&r[0], 2, &[("UserCreated", "a")]);
+    for (i, body) in r[1..11].iter().enumerate() {
+        assert_eq!(body["in_reply_to"], 3 + i as u64);
+        assert_eq!(body["data"]["id"], "big");
+    }
+    assert!(is_crash(&r[11], 13), "{}", r[11]);
+    assert_eq!(r[12]["data"], Value::Null, "{}", r[12]);
+    assert_eq!(faults.injected(), 1, "the batch was cut in two");
+    assert_eq!(node.store().inner().head().unwrap(), 2);
+    assert_consistent(node.store().inner());
+}

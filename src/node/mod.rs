@@ -5,7 +5,9 @@
 //! command, runs the whole batch in **one store transaction** (group commit: one fsync per
 //! batch). Messages are handled in order, so a query sees every command before it (it reads
 //! through the transaction), and the replies are written in request order, all of them only
-//! after the commit: nothing is acknowledged, and no state is shown, before it is durable.
+//! after the commit: nothing is acknowledged, and no state is shown, before it is durable. (A
+//! batch whose buffered replies pass [`MAX_BUFFERED_REPLIES`] is cut there into several
+//! transactions, so that memory stays bounded.)
 //!
 //! If the commit fails, nothing of the batch was stored: every command of the batch is answered
 //! with error 13, and the other messages are answered again outside the transaction.
@@ -41,6 +43,10 @@ impl Default for Config {
         }
     }
 }
+
+/// Most bytes of replies held in memory while their transaction is open (a batch of reads of
+/// large users would otherwise hold all of its replies at once).
+pub const MAX_BUFFERED_REPLIES: usize = 4 << 20;
 
 pub struct Node<S: EventStore> {
     store: S,
@@ -113,32 +119,50 @@ impl<S: EventStore> Node<S> {
             }
             return Ok(());
         }
-        let mut replies = Vec::with_capacity(requests.len() * 128);
-        match self.run_batch(&mut requests, &mut replies) {
-            Ok(()) => out.write_all(&replies),
-            Err(e) => {
-                // Nothing of the batch was stored, and the cache may hold states that never were.
-                self.users.forget();
-                tracing::error!("a batch of {} message(s) failed: {e}", requests.len());
-                let text = format!("{e}; the command was not applied");
-                for r in &requests {
-                    if is_command(r) {
-                        crash_reply(out, &self.id, r, &text)?;
-                    } else {
-                        answer(&self.store, &mut self.id, r, out)?;
-                    }
+        // Replies wait in memory until their commit: when they grow past MAX_BUFFERED_REPLIES
+        // the batch is cut there (committed and answered), and the rest runs in a new one.
+        let mut start = 0;
+        while start < requests.len() {
+            let rest = &mut requests[start..];
+            if !rest.iter().any(is_command) {
+                for r in rest.iter() {
+                    answer(&self.store, &mut self.id, r, out)?;
                 }
-                Ok(())
+                break;
+            }
+            let mut replies = Vec::with_capacity(rest.len().min(1024) * 128);
+            match self.run_batch(rest, &mut replies) {
+                Ok(handled) => {
+                    out.write_all(&replies)?;
+                    start += handled;
+                }
+                Err(e) => {
+                    // Nothing of this transaction was stored, and the cache may hold states
+                    // that never were.
+                    self.users.forget();
+                    tracing::error!("a batch of {} message(s) failed: {e}", rest.len());
+                    let text = format!("{e}; the command was not applied");
+                    for r in rest.iter() {
+                        if is_command(r) {
+                            crash_reply(out, &self.id, r, &text)?;
+                        } else {
+                            answer(&self.store, &mut self.id, r, out)?;
+                        }
+                    }
+                    break;
+                }
             }
         }
+        Ok(())
     }
 
-    /// Runs every request inside one transaction, buffering the replies; commits.
+    /// Runs requests inside one transaction, buffering the replies, until they are all done or
+    /// the replies pass [`MAX_BUFFERED_REPLIES`] bytes; commits. Returns how many it handled.
     fn run_batch(
         &mut self,
         requests: &mut [Request],
         replies: &mut Vec<u8>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         let Node {
             store,
             users,
@@ -147,7 +171,12 @@ impl<S: EventStore> Node<S> {
         } = self;
         let mut tx = store.begin()?;
         let mut last = None;
+        let mut handled = 0;
         for r in requests.iter_mut() {
+            if replies.len() >= MAX_BUFFERED_REPLIES {
+                break;
+            }
+            handled += 1;
             if let Body::Command(c) = &mut r.body {
                 let outcome = command::execute(users, projections, &mut tx, std::mem::take(c))?;
                 if let Ok(events) = &outcome {
@@ -162,7 +191,8 @@ impl<S: EventStore> Node<S> {
         if let Some(position) = last {
             projection::set_checkpoints(projections, &mut tx, position)?;
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(handled)
     }
 }
 
