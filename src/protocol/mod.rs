@@ -70,7 +70,12 @@ pub fn parse_line(line: &[u8]) -> Incoming {
     if line.trim_ascii_start().first() != Some(&b'{') {
         return Incoming::Unanswerable("not a JSON envelope: a message is a JSON object".into());
     }
-    let raw: RawEnvelope = match serde_json::from_slice(line) {
+    // JSON is UTF-8. (Parsing bytes, serde would skip an unknown key's value unchecked and
+    // answer a line that is not JSON.)
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Incoming::Unanswerable("not a JSON envelope: the line is not UTF-8".into());
+    };
+    let raw: RawEnvelope = match serde_json::from_str(text) {
         Ok(r) => r,
         // Valid JSON, perhaps, but nested deeper than the parser goes: answer it if its
         // envelope can be made out.
@@ -81,7 +86,16 @@ pub fn parse_line(line: &[u8]) -> Incoming {
                 format!("the message is nested deeper than {MAX_DEPTH} levels ({e})"),
             )
         }
-        Err(e) => return Incoming::Unanswerable(format!("not a JSON envelope: {e}")),
+        // Valid JSON with a key given twice is refused by the struct; read it as a map, where
+        // the last one counts, as it does everywhere else in a message.
+        Err(e) => match serde_json::from_str::<Map<String, Value>>(text) {
+            Ok(mut map) => RawEnvelope {
+                src: map.remove("src"),
+                dest: map.remove("dest"),
+                body: map.remove("body"),
+            },
+            Err(_) => return Incoming::Unanswerable(format!("not a JSON envelope: {e}")),
+        },
     };
     let Some(Value::String(src)) = raw.src else {
         return Incoming::Unanswerable("envelope has no string 'src' to reply to".into());
@@ -293,5 +307,20 @@ mod tests {
         // Brackets inside strings do not count.
         assert_eq!(nesting_depth(br#"{"a":"[[[[{{{\"[["}"#), 1);
         assert_eq!(nesting_depth(b"[[1],[[2]]]"), 3);
+    }
+
+    #[test]
+    fn a_key_given_twice_counts_once_the_last_time() {
+        let r = req(r#"{"src":"a","src":"b","dest":"n","dest":"m","body":{"type":"query","msg_id":1,"msg_id":2}}"#);
+        assert_eq!(r.src, "b");
+        assert_eq!(r.dest.as_deref(), Some("m"));
+        assert_eq!(r.msg_id, Some(Value::from(2)));
+        assert!(matches!(r.body, Body::Query(Value::Null)));
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_not_json() {
+        let line = b"{\"src\":\"c\",\"x\":\"\xe9\",\"dest\":\"n\",\"body\":{\"type\":\"query\",\"msg_id\":1}}";
+        assert!(matches!(parse_line(line), Incoming::Unanswerable(_)));
     }
 }
