@@ -311,7 +311,9 @@ mod tests {
 
     #[test]
     fn a_key_given_twice_counts_once_the_last_time() {
-        let r = req(r#"{"src":"a","src":"b","dest":"n","dest":"m","body":{"type":"query","msg_id":1,"msg_id":2}}"#);
+        let r = req(
+            r#"{"src":"a","src":"b","dest":"n","dest":"m","body":{"type":"query","msg_id":1,"msg_id":2}}"#,
+        );
         assert_eq!(r.src, "b");
         assert_eq!(r.dest.as_deref(), Some("m"));
         assert_eq!(r.msg_id, Some(Value::from(2)));
