@@ -379,3 +379,29 @@ fn a_batch_cut_for_its_large_replies_fails_only_from_the_failed_part_on() {
     assert_eq!(node.store().inner().head().unwrap(), 2);
     assert_consistent(node.store().inner());
 }
+
+/// An `init` inside a batch whose commit fails: its rename happens once, in order, so the
+/// replies before it still come from the old id, and those after it from the new one.
+#[test]
+fn a_failed_batch_with_an_init_keeps_the_reply_ids_in_order() {
+    let (mut node, faults) = faulty_node(MemoryStore::new());
+    faults.set(Op::Commit, Plan::Next(1));
+    let lines = [
+        command(1, "CreateUser", json!({"id": "a", "name": "A"}), None),
+        query(2, "GetUser", json!({"userId": "a"})),
+        envelope(3, json!({"type": "init", "node_id": "n2", "node_ids": ["n2"]})),
+        query(4, "GetUser", json!({"userId": "a"})),
+    ];
+    let mut out = Vec::new();
+    node.handle_lines(&lines, &mut out).unwrap();
+    let replies: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let srcs: Vec<&str> = replies.iter().map(|r| r["src"].as_str().unwrap()).collect();
+    assert_eq!(srcs, ["n1", "n1", "n2", "n2"], "{replies:?}");
+    assert!(is_crash(&replies[0]["body"], 1));
+    assert_eq!(replies[1]["body"]["data"], Value::Null);
+    assert_eq!(replies[2]["body"]["type"], "init_ok");
+}

@@ -131,6 +131,9 @@ impl<S: EventStore> Node<S> {
                 break;
             }
             let mut replies = Vec::with_capacity(rest.len().min(1024) * 128);
+            // An `init` in the batch renames the node as it goes; if the batch fails, its
+            // messages are answered again below, renaming again in order.
+            let id_before = self.id.clone();
             match self.run_batch(rest, &mut replies) {
                 Ok(handled) => {
                     out.write_all(&replies)?;
@@ -140,6 +143,7 @@ impl<S: EventStore> Node<S> {
                     // Nothing of this transaction was stored, and the cache may hold states
                     // that never were.
                     self.users.forget();
+                    self.id = id_before;
                     tracing::error!("a batch of {} message(s) failed: {e}", rest.len());
                     let text = format!("{e}; the command was not applied");
                     for r in rest.iter() {
