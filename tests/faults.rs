@@ -389,7 +389,10 @@ fn a_failed_batch_with_an_init_keeps_the_reply_ids_in_order() {
     let lines = [
         command(1, "CreateUser", json!({"id": "a", "name": "A"}), None),
         query(2, "GetUser", json!({"userId": "a"})),
-        envelope(3, json!({"type": "init", "node_id": "n2", "node_ids": ["n2"]})),
+        envelope(
+            3,
+            json!({"type": "init", "node_id": "n2", "node_ids": ["n2"]}),
+        ),
         query(4, "GetUser", json!({"userId": "a"})),
     ];
     let mut out = Vec::new();
