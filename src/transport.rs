@@ -61,7 +61,10 @@ impl<R: Read> LineReader<R> {
             if buf.is_empty() {
                 return Ok(match len {
                     0 => None,
-                    _ if len > self.max => Some(Frame::TooLong { head: line, len }),
+                    _ if len > self.max => {
+                        line.truncate(HEAD_BYTES);
+                        Some(Frame::TooLong { head: line, len })
+                    }
                     _ => Some(Frame::Cut(line)),
                 });
             }
@@ -145,6 +148,21 @@ mod tests {
                 len: 12
             }
         );
+    }
+
+    #[test]
+    fn an_over_long_line_keeps_only_its_head_even_at_the_end_of_input() {
+        for input in [
+            vec![b'x'; 5000],
+            [vec![b'x'; 5000], b"\n".to_vec()].concat(),
+        ] {
+            match &frames(&input, 4500)[0] {
+                Frame::TooLong { head, len } => {
+                    assert_eq!((head.len(), *len), (HEAD_BYTES, 5000));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
