@@ -1417,8 +1417,13 @@ fn bench_in(a: &RunArgs, bins: &Bins, s: &Sizes, dir: &Path) -> Res<()> {
             ));
             r.target(
                 format!(
-                    "{name}: <= 1 KB of RSS per live user at {} users",
-                    thousands(s.mem_users as f64)
+                    "{name}: <= 1 KB of RSS per live user at {} users{}",
+                    thousands(s.mem_users as f64),
+                    if s.mem_users < 1_000_000 {
+                        " (fewer than the target's 1,000,000: fixed costs weigh more)"
+                    } else {
+                        ""
+                    }
                 ),
                 format!("{per_user:.0} bytes"),
                 per_user <= 1024.0,
