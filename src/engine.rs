@@ -146,31 +146,35 @@ impl<A: Aggregate> Repository<A> {
         self.young.insert(id.to_string(), loaded);
     }
 
-    /// Runs one command inside `tx` and returns the events it appended (possibly none).
-    pub fn execute(
+    /// Runs one command inside `tx` and returns the events it appended (possibly none). When it
+    /// appended events, `then` runs next, in the same transaction, with the state the aggregate
+    /// reached (for inline projections: see `projection::Projection::apply_command`).
+    pub fn execute<T: StoreWrite>(
         &mut self,
-        tx: &mut impl StoreWrite,
+        tx: &mut T,
         cmd: Execute<'_, A::Command>,
+        then: impl FnOnce(&mut T, &A, &[RecordedEvent]) -> Result<(), StoreError>,
     ) -> Result<Vec<RecordedEvent>, CommandError> {
         let id = A::target(cmd.command);
         let every = self.snapshot_every;
         if let Some(loaded) = self.cached(id) {
-            return execute_on(tx, loaded, id, cmd, every);
+            return execute_on(tx, loaded, id, cmd, every, then);
         }
         let mut loaded = Self::load_at(tx, id, Upto::End)?;
-        let result = execute_on(tx, &mut loaded, id, cmd, every);
+        let result = execute_on(tx, &mut loaded, id, cmd, every, then);
         self.remember(id, loaded);
         result
     }
 }
 
 /// Decides and appends; `loaded` changes only if events were appended.
-fn execute_on<A: Aggregate>(
-    tx: &mut impl StoreWrite,
+fn execute_on<A: Aggregate, T: StoreWrite>(
+    tx: &mut T,
     loaded: &mut Loaded<A>,
     id: &str,
     cmd: Execute<'_, A::Command>,
     snapshot_every: u64,
+    then: impl FnOnce(&mut T, &A, &[RecordedEvent]) -> Result<(), StoreError>,
 ) -> Result<Vec<RecordedEvent>, CommandError> {
     let time = match (cmd.time, loaded.last_time) {
         (Some(t), Some(last)) if t < last => {
@@ -214,6 +218,7 @@ fn execute_on<A: Aggregate>(
             },
         )?;
     }
+    then(tx, &loaded.state, &recorded)?;
     Ok(recorded)
 }
 

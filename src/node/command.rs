@@ -139,11 +139,11 @@ pub(super) fn execute<T: StoreWrite>(
         expected: parsed.expected,
         time: parsed.time,
     };
-    match users.execute(tx, run) {
-        Ok(events) => {
-            projection::apply_events(projections, tx, &events)?;
-            Ok(Ok(events))
-        }
+    let project = |tx: &mut T, user: &User, events: &[RecordedEvent]| {
+        projection::apply_command(projections, tx, events, user)
+    };
+    match users.execute(tx, run, project) {
+        Ok(events) => Ok(Ok(events)),
         Err(e) => Ok(Err(failure(e)?)),
     }
 }

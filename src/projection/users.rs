@@ -3,9 +3,11 @@
 //! `ListUsers`.
 //!
 //! The state is computed with the aggregate's own `evolve`, so the read model and the aggregate
-//! can never disagree on what an event means.
+//! can never disagree on what an event means. When a command runs, the engine hands over the
+//! state it has just evolved and the document is written from it directly
+//! ([`Projection::apply_command`]); replays (catch-up, rebuild, verify) apply event by event.
 
-use serde_json::Value;
+use std::any::Any;
 
 use super::{Documents, Projection};
 use crate::domain::user::{Attributes, Status, User, UserEvent};
@@ -43,12 +45,32 @@ impl Projection for UsersProjection {
             None => return Ok(()),
         };
         user.evolve(&e);
-        match user.visible() {
-            Some(attributes) => {
-                let doc = Value::Object(attributes.clone()).to_string();
-                docs.put(COLLECTION, key, Some(&doc))
+        write(docs, key, &user)
+    }
+
+    fn apply_command(
+        &self,
+        docs: &mut dyn Documents,
+        events: &[RecordedEvent],
+        state: &dyn Any,
+    ) -> Result<(), StoreError> {
+        match (events.last(), state.downcast_ref::<User>()) {
+            (Some(last), Some(user)) if last.stream.category == User::CATEGORY => {
+                write(docs, &last.stream.id, user)
             }
-            None => docs.put(COLLECTION, key, None),
+            // Another aggregate's events: not ours (the default would ignore them one by one).
+            _ => events.iter().try_for_each(|e| self.apply(docs, e)),
         }
+    }
+}
+
+/// The user's document: its attributes while it is active, none otherwise.
+fn write(docs: &mut dyn Documents, key: &str, user: &User) -> Result<(), StoreError> {
+    match user.visible() {
+        Some(attributes) => {
+            let doc = serde_json::to_string(attributes).expect("a JSON map always serialises");
+            docs.put(COLLECTION, key, Some(&doc))
+        }
+        None => docs.put(COLLECTION, key, None),
     }
 }
