@@ -52,7 +52,9 @@ fn parse(command: Value) -> Result<Parsed, Failure> {
             "body.command must be an object with 'type' and 'payload'",
         ));
     };
-    let kind = match command.shift_remove("type") {
+    // The command's own keys are taken out in any order (swap_remove): only the payload's
+    // order matters.
+    let kind = match command.swap_remove("type") {
         Some(Value::String(k)) => k,
         _ => return Err(malformed("command.type must be a string")),
     };
@@ -63,7 +65,7 @@ fn parse(command: Value) -> Result<Parsed, Failure> {
             format!("unknown command type '{kind}'"),
         ));
     }
-    let mut payload: Map<String, Value> = match command.shift_remove("payload") {
+    let mut payload: Map<String, Value> = match command.swap_remove("payload") {
         Some(Value::Object(p)) => p,
         _ => return Err(malformed("command.payload must be an object")),
     };
