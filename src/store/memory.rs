@@ -3,26 +3,163 @@
 //!
 //! A transaction writes straight into the store and keeps an undo log; dropping it without
 //! `commit` plays the undo log backwards.
+//!
+//! Layout, chosen for speed and memory per stream (every answer is the same as with plain maps):
+//!
+//! * The global log is a list of fixed-size chunks, so that growing it never copies (or
+//!   page-faults in twice the size of) what is already there. An event is stored compactly: its
+//!   stream and type as small indexes, its data as a `Box<str>`; the [`RecordedEvent`]s handed out
+//!   are built on the way out.
+//! * Streams live in an [`IndexMap`], so that a stored event names its stream by index and a
+//!   stream's key is kept once.
+//! * Documents: a hash map per collection for point reads and writes, plus an ordered set of the
+//!   keys (sharing them through `Arc<str>`) for the range reads of [`StoreRead::documents`].
+//! * Hashing: foldhash, randomly seeded per process (keys such as user ids come from clients).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound::{Excluded, Unbounded};
+use std::sync::Arc;
+
+use indexmap::{IndexMap, IndexSet};
 
 use super::*;
+
+type Hasher = foldhash::fast::RandomState;
+
+/// Events per chunk of the log (a power of two).
+const CHUNK_BITS: u32 = 12;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// Undo entries a transaction's buffer keeps for the next one (bigger buffers are freed).
+const UNDO_KEEP: usize = 4096;
+
+/// An event as kept in the log.
+struct Stored {
+    /// Index of its stream in [`MemoryStore::streams`].
+    stream: u32,
+    /// Index of its type in [`MemoryStore::types`].
+    event_type: u32,
+    version: Version,
+    timestamp: Timestamp,
+    data: Box<str>,
+}
+
+/// The global log in chunks of [`CHUNK`] events: every chunk but the last is full.
+#[derive(Default)]
+struct Log {
+    chunks: Vec<Vec<Stored>>,
+    len: usize,
+}
+
+impl Log {
+    fn get(&self, index: usize) -> &Stored {
+        &self.chunks[index >> CHUNK_BITS][index & (CHUNK - 1)]
+    }
+
+    fn push(&mut self, event: Stored) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => last.push(event),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(event);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn truncate(&mut self, len: usize) {
+        while self.len > len {
+            let last = self.chunks.last_mut().expect("a non-empty log has chunks");
+            if last.is_empty() {
+                self.chunks.pop();
+                continue;
+            }
+            let n = last.len().min(self.len - len);
+            last.truncate(last.len() - n);
+            self.len -= n;
+        }
+    }
+}
+
+/// One collection's documents.
+#[derive(Default)]
+struct Collection {
+    docs: IndexMap<Arc<str>, Box<str>, Hasher>,
+    /// The keys of `docs`, in byte order.
+    order: BTreeSet<Arc<str>>,
+}
+
+impl Collection {
+    /// Sets a document, returning the previous value and the key as stored.
+    fn put(&mut self, key: &str, value: Box<str>) -> (Arc<str>, Option<Box<str>>) {
+        if let Some((_, k, v)) = self.docs.get_full_mut(key) {
+            return (k.clone(), Some(std::mem::replace(v, value)));
+        }
+        let k: Arc<str> = Arc::from(key);
+        self.docs.insert(k.clone(), value);
+        self.order.insert(k.clone());
+        (k, None)
+    }
+
+    /// Deletes a document, returning the key as it was stored and its value.
+    fn remove(&mut self, key: &str) -> Option<(Arc<str>, Box<str>)> {
+        let (_, k, v) = self.docs.swap_remove_full(key)?;
+        self.order.remove(key);
+        Some((k, v))
+    }
+
+    /// Puts back what [`Collection::put`] or [`Collection::remove`] changed.
+    fn restore(&mut self, key: Arc<str>, old: Option<Box<str>>) {
+        match old {
+            Some(v) => {
+                if let Some(slot) = self.docs.get_mut(&*key) {
+                    *slot = v;
+                } else {
+                    self.order.insert(key.clone());
+                    self.docs.insert(key, v);
+                }
+            }
+            None => {
+                self.remove(&key);
+            }
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct MemoryStore {
     /// The global log; the event at index `i` has position `i + 1`.
-    log: Vec<RecordedEvent>,
-    /// Indexes into `log` of each stream's events, in version order.
-    streams: HashMap<StreamId, Vec<usize>>,
-    documents: HashMap<String, BTreeMap<String, String>>,
-    checkpoints: HashMap<String, Position>,
+    log: Log,
+    /// Every stream that has events: indexes into `log` of its events, in version order.
+    streams: IndexMap<StreamId, Vec<u32>, Hasher>,
+    /// Event types, named by index in the log.
+    types: IndexSet<Box<str>, Hasher>,
+    /// Collections are never removed (clearing one empties it), so their indexes are stable.
+    collections: IndexMap<Box<str>, Collection, Hasher>,
+    /// `None`: never set, or set only by a transaction that rolled back.
+    checkpoints: IndexMap<Box<str>, Option<Position>, Hasher>,
     /// Each stream's snapshots, ordered by version.
-    snapshots: HashMap<StreamId, BTreeMap<Version, Snapshot>>,
+    snapshots: HashMap<StreamId, BTreeMap<Version, Snapshot>, Hasher>,
+    /// The undo buffer of the last transaction, kept empty for the next one.
+    spare_undo: Vec<Undo>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn recorded(&self, stream: StreamId, index: usize) -> RecordedEvent {
+        let e = self.log.get(index);
+        RecordedEvent {
+            stream,
+            version: e.version,
+            position: index as Position + 1,
+            event_type: self.types[e.event_type as usize].to_string(),
+            timestamp: e.timestamp,
+            data: e.data.to_string(),
+        }
     }
 }
 
@@ -40,22 +177,32 @@ impl StoreRead for MemoryStore {
         let Some(indexes) = self.streams.get(stream) else {
             return Ok(Vec::new());
         };
-        Ok(indexes
+        let from = usize::try_from(after).map_or(indexes.len(), |a| a.min(indexes.len()));
+        Ok(indexes[from..]
             .iter()
-            .skip(after as usize)
-            .map(|&i| &self.log[i])
-            .take_while(|e| upto.includes(e.version, e.timestamp))
-            .cloned()
+            .map(|&i| i as usize)
+            .take_while(|&i| {
+                let e = self.log.get(i);
+                upto.includes(e.version, e.timestamp)
+            })
+            .map(|i| self.recorded(stream.clone(), i))
             .collect())
     }
 
     fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let start = (after as usize).min(self.log.len());
-        Ok(self.log[start..].iter().take(limit).cloned().collect())
+        let start = usize::try_from(after).map_or(self.log.len, |a| a.min(self.log.len));
+        let end = start + limit.min(self.log.len - start);
+        Ok((start..end)
+            .map(|i| {
+                let stream = self.streams.get_index(self.log.get(i).stream as usize);
+                let (stream, _) = stream.expect("a logged event's stream exists");
+                self.recorded(stream.clone(), i)
+            })
+            .collect())
     }
 
     fn head(&self) -> Result<Position> {
-        Ok(self.log.len() as Position)
+        Ok(self.log.len as Position)
     }
 
     fn snapshot(&self, stream: &StreamId, upto: Upto) -> Result<Option<Snapshot>> {
@@ -69,10 +216,10 @@ impl StoreRead for MemoryStore {
 
     fn document(&self, collection: &str, key: &str) -> Result<Option<String>> {
         Ok(self
-            .documents
+            .collections
             .get(collection)
-            .and_then(|c| c.get(key))
-            .cloned())
+            .and_then(|c| c.docs.get(key))
+            .map(|v| v.to_string()))
     }
 
     fn documents(
@@ -81,19 +228,24 @@ impl StoreRead for MemoryStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, String)>> {
-        use std::ops::Bound::{Excluded, Unbounded};
-        let Some(c) = self.documents.get(collection) else {
+        let Some(c) = self.collections.get(collection) else {
             return Ok(Vec::new());
         };
-        let lower = after.map_or(Unbounded, |a| Excluded(a.to_string()));
-        Ok(c.range((lower, Unbounded))
+        let lower = after.map_or(Unbounded, Excluded);
+        Ok(c.order
+            .range::<str, _>((lower, Unbounded))
             .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|k| (k.to_string(), c.docs[&**k].to_string()))
             .collect())
     }
 
     fn checkpoint(&self, projection: &str) -> Result<Position> {
-        Ok(self.checkpoints.get(projection).copied().unwrap_or(0))
+        Ok(self
+            .checkpoints
+            .get(projection)
+            .copied()
+            .flatten()
+            .unwrap_or(0))
     }
 }
 
@@ -101,22 +253,30 @@ impl EventStore for MemoryStore {
     type Tx<'a> = MemoryTx<'a>;
 
     fn begin(&mut self) -> Result<MemoryTx<'_>> {
-        Ok(MemoryTx {
-            store: self,
-            undo: Vec::new(),
-        })
+        let undo = std::mem::take(&mut self.spare_undo);
+        Ok(MemoryTx { store: self, undo })
     }
 }
 
 /// One write, remembered so that it can be taken back.
 enum Undo {
-    /// Events were appended to this stream (and to the log).
-    Append(StreamId, usize),
-    Document(String, String, Option<String>),
-    Collection(String, BTreeMap<String, String>),
-    Checkpoint(String, Option<Position>),
-    Snapshot(StreamId, Version, Option<Snapshot>),
-    Snapshots(HashMap<StreamId, BTreeMap<Version, Snapshot>>),
+    /// `n` events were appended to the stream at this index (and to the log); `created`: the
+    /// stream did not exist before (it is then the last one in the map).
+    Append {
+        stream: u32,
+        n: u32,
+        created: bool,
+    },
+    /// A document of the collection at this index was written or deleted; its old value.
+    Document(u32, Arc<str>, Option<Box<str>>),
+    /// The collection at this index was cleared; its old content.
+    Collection(u32, Box<Collection>),
+    /// The checkpoint at this index was set; its old value.
+    Checkpoint(u32, Option<Position>),
+    Snapshot(Box<(StreamId, Version, Option<Snapshot>)>),
+    /// Boxed, like the other big variants: an undo entry is written per write, keep it small.
+    #[allow(clippy::box_collection)]
+    Snapshots(Box<HashMap<StreamId, BTreeMap<Version, Snapshot>, Hasher>>),
 }
 
 /// A transaction on a [`MemoryStore`].
@@ -130,41 +290,38 @@ impl Drop for MemoryTx<'_> {
         let s = &mut *self.store;
         while let Some(u) = self.undo.pop() {
             match u {
-                Undo::Append(stream, n) => {
-                    s.log.truncate(s.log.len() - n);
-                    let indexes = s.streams.get_mut(&stream).expect("appended stream exists");
-                    indexes.truncate(indexes.len() - n);
-                    if indexes.is_empty() {
-                        s.streams.remove(&stream);
+                Undo::Append { stream, n, created } => {
+                    s.log.truncate(s.log.len - n as usize);
+                    let stream = stream as usize;
+                    let (_, indexes) = s.streams.get_index_mut(stream).expect("stream exists");
+                    indexes.truncate(indexes.len() - n as usize);
+                    if created {
+                        debug_assert!(indexes.is_empty() && stream + 1 == s.streams.len());
+                        s.streams.pop();
                     }
                 }
-                Undo::Document(c, k, old) => {
-                    let col = s.documents.entry(c).or_default();
-                    match old {
-                        Some(v) => col.insert(k, v),
-                        None => col.remove(&k),
-                    };
+                Undo::Document(c, key, old) => {
+                    s.collections[c as usize].restore(key, old);
                 }
                 Undo::Collection(c, old) => {
-                    s.documents.insert(c, old);
+                    s.collections[c as usize] = *old;
                 }
-                Undo::Checkpoint(p, old) => match old {
-                    Some(v) => {
-                        s.checkpoints.insert(p, v);
-                    }
-                    None => {
-                        s.checkpoints.remove(&p);
-                    }
-                },
-                Undo::Snapshot(stream, v, old) => {
+                Undo::Checkpoint(p, old) => {
+                    s.checkpoints[p as usize] = old;
+                }
+                Undo::Snapshot(b) => {
+                    let (stream, v, old) = *b;
                     let snaps = s.snapshots.entry(stream).or_default();
                     match old {
                         Some(o) => snaps.insert(v, o),
                         None => snaps.remove(&v),
                     };
                 }
-                Undo::Snapshots(old) => s.snapshots = old,
+                Undo::Snapshots(old) => s.snapshots = *old,
             }
+        }
+        if self.undo.capacity() <= UNDO_KEEP {
+            s.spare_undo = std::mem::take(&mut self.undo);
         }
     }
 }
@@ -201,6 +358,11 @@ impl StoreRead for MemoryTx<'_> {
     }
 }
 
+/// Indexes are kept as `u32`: a store holds fewer than 2^32 events (and so streams).
+fn index(i: usize) -> Result<u32> {
+    u32::try_from(i).map_err(|_| StoreError::Io("the in-memory store is full".into()))
+}
+
 impl StoreWrite for MemoryTx<'_> {
     fn append(
         &mut self,
@@ -208,7 +370,9 @@ impl StoreWrite for MemoryTx<'_> {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<Vec<RecordedEvent>> {
-        let actual = self.store.stream_version(stream)?;
+        let s = &mut *self.store;
+        let found = s.streams.get_index_of(stream);
+        let actual = found.map_or(0, |i| s.streams[i].len() as Version);
         if let ExpectedVersion::Exact(expected) = expected {
             if expected != actual {
                 return Err(StoreError::Conflict { expected, actual });
@@ -217,55 +381,90 @@ impl StoreWrite for MemoryTx<'_> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let s = &mut *self.store;
-        let indexes = s.streams.entry(stream.clone()).or_default();
+        // Every index below fits once these do: there are no more streams or types than events.
+        let n = index(events.len())?;
+        let first = index(s.log.len)?;
+        index(s.log.len + events.len())?;
+        index(s.types.len() + events.len())?;
+        let (slot, created) = match found {
+            Some(i) => (i, false),
+            None => (s.streams.insert_full(stream.clone(), Vec::new()).0, true),
+        };
+        let slot32 = slot as u32;
         let mut recorded = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
-            let event = RecordedEvent {
+            let event_type = match s.types.get_index_of(e.event_type.as_str()) {
+                Some(t) => t,
+                None => s.types.insert_full(e.event_type.as_str().into()).0,
+            };
+            let version = actual + 1 + i as Version;
+            s.log.push(Stored {
+                stream: slot32,
+                event_type: event_type as u32,
+                version,
+                timestamp: e.timestamp,
+                data: e.data.as_str().into(),
+            });
+            recorded.push(RecordedEvent {
                 stream: stream.clone(),
-                version: actual + 1 + i as Version,
-                position: s.log.len() as Position + 1,
+                version,
+                position: first as Position + 1 + i as Position,
                 event_type: e.event_type.clone(),
                 timestamp: e.timestamp,
                 data: e.data.clone(),
-            };
-            indexes.push(s.log.len());
-            s.log.push(event.clone());
-            recorded.push(event);
+            });
         }
-        self.undo.push(Undo::Append(stream.clone(), events.len()));
+        s.streams[slot].extend(first..first + n);
+        self.undo.push(Undo::Append {
+            stream: slot32,
+            n,
+            created,
+        });
         Ok(recorded)
     }
 
     fn put_document(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<()> {
-        let col = self
-            .store
-            .documents
-            .entry(collection.to_string())
-            .or_default();
-        let old = match value {
-            Some(v) => col.insert(key.to_string(), v.to_string()),
-            None => col.remove(key),
+        let s = &mut *self.store;
+        let c = match s.collections.get_index_of(collection) {
+            Some(c) => c,
+            None if value.is_none() => return Ok(()),
+            None => {
+                s.collections
+                    .insert_full(collection.into(), Collection::default())
+                    .0
+            }
         };
-        self.undo
-            .push(Undo::Document(collection.to_string(), key.to_string(), old));
+        let col = &mut s.collections[c];
+        let (key, old) = match value {
+            Some(v) => col.put(key, v.into()),
+            None => match col.remove(key) {
+                Some((key, old)) => (key, Some(old)),
+                None => return Ok(()),
+            },
+        };
+        self.undo.push(Undo::Document(index(c)?, key, old));
         Ok(())
     }
 
     fn clear_collection(&mut self, collection: &str) -> Result<()> {
-        let old = self.store.documents.remove(collection).unwrap_or_default();
-        self.undo
-            .push(Undo::Collection(collection.to_string(), old));
+        let Some((c, _, col)) = self.store.collections.get_full_mut(collection) else {
+            return Ok(());
+        };
+        let old = std::mem::take(col);
+        self.undo.push(Undo::Collection(index(c)?, Box::new(old)));
         Ok(())
     }
 
     fn set_checkpoint(&mut self, projection: &str, position: Position) -> Result<()> {
-        let old = self
-            .store
-            .checkpoints
-            .insert(projection.to_string(), position);
-        self.undo
-            .push(Undo::Checkpoint(projection.to_string(), old));
+        let checkpoints = &mut self.store.checkpoints;
+        let (p, old) = match checkpoints.get_full_mut(projection) {
+            Some((p, _, slot)) => (p, slot.replace(position)),
+            None => (
+                checkpoints.insert_full(projection.into(), Some(position)).0,
+                None,
+            ),
+        };
+        self.undo.push(Undo::Checkpoint(index(p)?, old));
         Ok(())
     }
 
@@ -276,19 +475,144 @@ impl StoreWrite for MemoryTx<'_> {
             .entry(stream.clone())
             .or_default()
             .insert(snapshot.version, snapshot.clone());
-        self.undo
-            .push(Undo::Snapshot(stream.clone(), snapshot.version, old));
+        self.undo.push(Undo::Snapshot(Box::new((
+            stream.clone(),
+            snapshot.version,
+            old,
+        ))));
         Ok(())
     }
 
     fn clear_snapshots(&mut self) -> Result<()> {
         let old = std::mem::take(&mut self.store.snapshots);
-        self.undo.push(Undo::Snapshots(old));
+        self.undo.push(Undo::Snapshots(Box::new(old)));
         Ok(())
     }
 
     fn commit(mut self) -> Result<()> {
         self.undo.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: usize) -> NewEvent {
+        NewEvent {
+            event_type: format!("T{}", n % 3),
+            timestamp: Timestamp(n as i64),
+            data: format!("{{\"n\":{n}}}"),
+        }
+    }
+
+    fn all(store: &MemoryStore) -> Vec<RecordedEvent> {
+        store.read_all(0, usize::MAX).unwrap()
+    }
+
+    /// Appends across chunk boundaries, rolled back and committed, in several streams: the log
+    /// and every stream read back exactly as a plain list would have them.
+    #[test]
+    fn log_chunks_survive_appends_and_rollbacks_across_boundaries() {
+        let mut store = MemoryStore::new();
+        let streams: Vec<StreamId> = (0..3)
+            .map(|i| StreamId::new("C", format!("s{i}")))
+            .collect();
+        let mut expected: Vec<RecordedEvent> = Vec::new();
+        let mut n = 0;
+        for round in 0..12 {
+            let mut tx = store.begin().unwrap();
+            let mut batch = Vec::new();
+            for (k, stream) in streams.iter().enumerate() {
+                // Sizes chosen so that batches start and end on and around chunk boundaries.
+                let size = [CHUNK - 1, 1, CHUNK / 2 + 1, 0, CHUNK][(round + k) % 5];
+                let events: Vec<NewEvent> = (0..size).map(|i| ev(n + i)).collect();
+                n += size;
+                batch.extend(tx.append(stream, ExpectedVersion::Any, &events).unwrap());
+            }
+            // A stream created and dropped by the same transaction.
+            batch.extend(
+                tx.append(
+                    &StreamId::new("C", format!("new{round}")),
+                    ExpectedVersion::Exact(0),
+                    &[ev(0)],
+                )
+                .unwrap(),
+            );
+            assert_eq!(
+                tx.head().unwrap(),
+                (expected.len() + batch.len()) as Position
+            );
+            if round % 3 == 1 {
+                drop(tx);
+            } else {
+                tx.commit().unwrap();
+                expected.extend(batch);
+                let mut tx = store.begin().unwrap();
+                tx.append(&streams[0], ExpectedVersion::Any, &[ev(1)])
+                    .unwrap();
+            }
+            assert_eq!(store.head().unwrap(), expected.len() as Position);
+            assert_eq!(all(&store), expected);
+        }
+        assert!(expected.len() > 3 * CHUNK);
+        for (p, e) in expected.iter().enumerate() {
+            assert_eq!(e.position, p as Position + 1);
+        }
+        let created = (0..12).map(|round| StreamId::new("C", format!("new{round}")));
+        for stream in streams.iter().cloned().chain(created) {
+            let mine: Vec<_> = expected
+                .iter()
+                .filter(|e| e.stream == stream)
+                .cloned()
+                .collect();
+            assert_eq!(store.read_stream(&stream, 0, Upto::End).unwrap(), mine);
+            assert_eq!(
+                store.stream_version(&stream).unwrap(),
+                mine.len() as Version
+            );
+        }
+        let tail = store.read_all(CHUNK as Position - 2, 5).unwrap();
+        assert_eq!(tail, expected[CHUNK - 2..CHUNK + 3]);
+        assert!(store
+            .read_all(expected.len() as Position + 7, 5)
+            .unwrap()
+            .is_empty());
+    }
+
+    /// One key written, deleted and written again in a transaction that rolls back.
+    #[test]
+    fn document_rewrites_roll_back_in_order() {
+        let mut store = MemoryStore::new();
+        let mut tx = store.begin().unwrap();
+        tx.put_document("c", "b", Some("1")).unwrap();
+        tx.put_document("c", "d", Some("2")).unwrap();
+        tx.commit().unwrap();
+        let before = store.documents("c", None, usize::MAX).unwrap();
+
+        let mut tx = store.begin().unwrap();
+        tx.put_document("c", "a", Some("x")).unwrap();
+        tx.put_document("c", "a", None).unwrap();
+        tx.put_document("c", "a", Some("y")).unwrap();
+        tx.put_document("c", "b", None).unwrap();
+        tx.put_document("c", "b", Some("z")).unwrap();
+        tx.put_document("c", "d", Some("w")).unwrap();
+        tx.put_document("c", "e", None).unwrap();
+        tx.put_document("other", "k", None).unwrap();
+        assert_eq!(
+            tx.documents("c", None, usize::MAX).unwrap(),
+            [("a", "y"), ("b", "z"), ("d", "w")].map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        tx.clear_collection("c").unwrap();
+        tx.put_document("c", "d", Some("v")).unwrap();
+        assert_eq!(tx.document("c", "b").unwrap(), None);
+        drop(tx);
+
+        assert_eq!(store.documents("c", None, usize::MAX).unwrap(), before);
+        assert_eq!(store.documents("c", Some("b"), 10).unwrap(), before[1..]);
+        assert_eq!(store.document("c", "a").unwrap(), None);
+        assert_eq!(store.document("c", "b").unwrap().as_deref(), Some("1"));
+        assert!(store.documents("other", None, 10).unwrap().is_empty());
     }
 }
