@@ -14,6 +14,9 @@
 
 use std::collections::HashMap;
 
+/// foldhash, randomly seeded per process: cache keys are aggregate ids chosen by clients.
+type Cache<A> = HashMap<String, Loaded<A>, foldhash::fast::RandomState>;
+
 use crate::domain::{Aggregate, DomainEvent, Rejection};
 use crate::store::{
     ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StoreError, StoreRead, StoreWrite,
@@ -75,8 +78,8 @@ impl From<StoreError> for CommandError {
 pub struct Repository<A: Aggregate> {
     /// Two generations of cached aggregates: a hit in `old` moves to `young`; when `young` is
     /// full, `old` is dropped and `young` takes its place. A cheap approximation of LRU.
-    young: HashMap<String, Loaded<A>>,
-    old: HashMap<String, Loaded<A>>,
+    young: Cache<A>,
+    old: Cache<A>,
     cache_size: usize,
     snapshot_every: u64,
 }
@@ -87,8 +90,8 @@ impl<A: Aggregate> Repository<A> {
     /// events; 0 disables snapshots.
     pub fn new(cache_size: usize, snapshot_every: u64) -> Self {
         Self {
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: Cache::default(),
+            old: Cache::default(),
             cache_size,
             snapshot_every,
         }
