@@ -9,9 +9,10 @@
 //!
 //! * [`timestamp`]: event times, RFC 3339 in and out.
 //! * [`store`]: the event store, the source of truth. The [`store::EventStore`] trait, with
-//!   [`store::MemoryStore`] and the durable [`store::SqliteStore`].
+//!   [`store::MemoryStore`] and the durable [`store::SqliteStore`]; [`store::FaultyStore`] wraps
+//!   either to inject failures in tests.
 //! * [`domain`]: aggregates as pure functions, `decide` and `evolve`; [`domain::user`] is the
-//!   `User` aggregate.
+//!   `User` aggregate; [`domain::testing`] runs given/when/then tests against any aggregate.
 //! * [`engine`]: runs a command against any aggregate: load (snapshot + replay), decide, append
 //!   with the optimistic version check, snapshot.
 //! * [`projection`]: read models built from the log, kept in the store with a checkpoint;
@@ -21,7 +22,10 @@
 //! * [`transport`]: the line reader (limits, cut-off lines); [`server`] runs a node on
 //!   stdin/stdout, with a reader thread, batching and signals.
 //!
-//! The binary (`src/main.rs`) is the command line around [`server`].
+//! The binary (`src/main.rs`) is the command line around [`server`]. Tools live in `src/bin/`:
+//! `cqrs-workload` (seeded workloads), `cqrs-echo` (the benchmark's echo floor), `cqrs-bench` (the
+//! end-to-end benchmark, see docs/benchmarks.md) and `cqrs-crashloop` (SIGKILL loop, see
+//! docs/reliability.md).
 
 pub mod domain;
 pub mod engine;
