@@ -119,6 +119,26 @@ struct UserModel {
     events: Vec<usize>,
 }
 
+impl UserModel {
+    /// Applies `ev`, which stands at index `at` of the model's log.
+    fn evolve(&mut self, ev: &Ev, at: usize) {
+        match ev.event_type {
+            "UserCreated" => {
+                self.status = Status::Active;
+                self.attrs = ev.data.clone();
+            }
+            "UserDeleted" => self.status = Status::Deleted,
+            _ => {
+                for (k, v) in &ev.data {
+                    self.attrs.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        self.version = ev.version;
+        self.events.push(at);
+    }
+}
+
 /// What the node must answer to a command.
 #[derive(Clone, Debug, PartialEq)]
 enum Expect {
@@ -147,20 +167,7 @@ impl Model {
 
     fn apply(&mut self, ev: Ev) {
         let u = self.users.entry(ev.user.clone()).or_default();
-        match ev.event_type {
-            "UserCreated" => {
-                u.status = Status::Active;
-                u.attrs = ev.data.clone();
-            }
-            "UserDeleted" => u.status = Status::Deleted,
-            _ => {
-                for (k, v) in &ev.data {
-                    u.attrs.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        u.version = ev.version;
-        u.events.push(self.log.len());
+        u.evolve(&ev, self.log.len());
         self.log.push(ev);
     }
 
@@ -179,21 +186,7 @@ impl Model {
             let events = self.users.remove(&id).unwrap_or_default().events;
             let mut u = UserModel::default();
             for i in events {
-                let ev = &self.log[i];
-                match ev.event_type {
-                    "UserCreated" => {
-                        u.status = Status::Active;
-                        u.attrs = ev.data.clone();
-                    }
-                    "UserDeleted" => u.status = Status::Deleted,
-                    _ => {
-                        for (k, v) in &ev.data {
-                            u.attrs.insert(k.clone(), v.clone());
-                        }
-                    }
-                }
-                u.version = ev.version;
-                u.events.push(i);
+                u.evolve(&self.log[i], i);
             }
             self.users.insert(id, u);
         }
