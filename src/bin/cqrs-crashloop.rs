@@ -554,25 +554,19 @@ fn verify_node(
         }
     }
     for id in &ids {
-        let got = node.call(
-            json!({"type": "query", "query": {"type": "GetUserHistory", "params": {"userId": id}}}),
-        )?;
-        let want = model.history(id);
-        if !same_text(&got["data"], &want) {
-            return fail(format!(
-                "after restart, GetUserHistory {id}:\n  node:  {}\n  model: {want}",
-                got["data"]
-            ));
-        }
-        let got = node.call(
-            json!({"type": "query", "query": {"type": "GetUser", "params": {"userId": id}}}),
-        )?;
-        let want = model.state(id);
-        if !same_text(&got["data"], &want) {
-            return fail(format!(
-                "after restart, GetUser {id}:\n  node:  {}\n  model: {want}",
-                got["data"]
-            ));
+        for (query, want) in [
+            ("GetUserHistory", model.history(id)),
+            ("GetUser", model.state(id)),
+        ] {
+            let got = node.call(
+                json!({"type": "query", "query": {"type": query, "params": {"userId": id}}}),
+            )?;
+            if !same_text(&got["data"], &want) {
+                return fail(format!(
+                    "after restart, {query} {id}:\n  node:  {}\n  model: {want}",
+                    got["data"]
+                ));
+            }
         }
         totals.verified_users += 1;
     }
