@@ -112,19 +112,13 @@ impl<S: EventStore> Node<S> {
             }
         }
         let is_command = |r: &Request| matches!(r.body, Body::Command(_));
-        if !requests.iter().any(is_command) {
-            // Nothing to write: no transaction, queries read the store directly.
-            for r in &requests {
-                answer(&self.store, &mut self.id, r, out)?;
-            }
-            return Ok(());
-        }
         // Replies wait in memory until their commit: when they grow past MAX_BUFFERED_REPLIES
         // the batch is cut there (committed and answered), and the rest runs in a new one.
         let mut start = 0;
         while start < requests.len() {
             let rest = &mut requests[start..];
             if !rest.iter().any(is_command) {
+                // Nothing to write: no transaction, queries read the store directly.
                 for r in rest.iter() {
                     answer(&self.store, &mut self.id, r, out)?;
                 }

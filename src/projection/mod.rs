@@ -64,21 +64,6 @@ pub fn all() -> Vec<Box<dyn Projection>> {
     vec![Box::new(users::UsersProjection)]
 }
 
-/// Applies freshly appended events (in log order) to every projection, inside the transaction
-/// that appended them. The caller moves the checkpoints with [`set_checkpoints`].
-pub fn apply_events<T: StoreWrite>(
-    projections: &[Box<dyn Projection>],
-    tx: &mut T,
-    events: &[RecordedEvent],
-) -> Result<(), StoreError> {
-    for p in projections {
-        for e in events {
-            p.apply(tx, e)?;
-        }
-    }
-    Ok(())
-}
-
 /// [`Projection::apply_command`] for every projection: the events one command appended, and the
 /// state its aggregate reached.
 pub fn apply_command<T: StoreWrite>(
@@ -103,19 +88,6 @@ pub fn set_checkpoints<T: StoreWrite>(
         tx.set_checkpoint(p.name(), position)?;
     }
     Ok(())
-}
-
-/// [`apply_events`], then [`set_checkpoints`] to the last of them.
-pub fn apply_new<T: StoreWrite>(
-    projections: &[Box<dyn Projection>],
-    tx: &mut T,
-    events: &[RecordedEvent],
-) -> Result<(), StoreError> {
-    let Some(last) = events.last() else {
-        return Ok(());
-    };
-    apply_events(projections, tx, events)?;
-    set_checkpoints(projections, tx, last.position)
 }
 
 /// Events read per step while catching up.
@@ -220,7 +192,11 @@ pub fn verify(
                 *version = e.version;
                 *time = e.timestamp;
             }
-            apply_new(projections, &mut tx, &events)?;
+            for p in projections {
+                for e in &events {
+                    p.apply(&mut tx, e)?;
+                }
+            }
         }
         tx.commit()?;
     }
