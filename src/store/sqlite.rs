@@ -592,3 +592,37 @@ impl StoreWrite for SqliteTx<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings the durability promise rests on ("a reply goes out only once its transaction
+    /// is fsync'd; a second process is refused"): WAL, a sync of the WAL at every commit, and the
+    /// exclusive lock held from the moment the store opens.
+    #[test]
+    fn opens_in_wal_mode_with_full_sync_and_the_exclusive_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("n1.db")).unwrap();
+        let pragma = |name: &str| -> String {
+            store
+                .conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| {
+                    r.get::<_, rusqlite::types::Value>(0)
+                })
+                .map(|v| match v {
+                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                    rusqlite::types::Value::Text(t) => t.to_lowercase(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), "wal");
+        assert_eq!(pragma("synchronous"), "2", "2 is FULL");
+        assert_eq!(pragma("locking_mode"), "exclusive");
+        assert!(matches!(
+            SqliteStore::open(dir.path().join("n1.db")),
+            Err(StoreError::Locked(_))
+        ));
+    }
+}
