@@ -1,25 +1,50 @@
-//! Runs a node on standard input and output.
+//! Runs a [`Service`] (the node, or the benchmark's echo floor) on standard input and output.
 //!
-//! A reader thread turns stdin into [`Frame`]s and queues them (bounded: when the node falls
-//! behind, the reader stops reading). The main thread takes whatever is already queued, up to
-//! `max_batch` messages, hands it to the node as one batch (one commit for its commands), writes
-//! the replies and flushes. It never waits for more input while it has something to do, so a
-//! lone command is never held back. Replies are written with blocking writes: when nobody reads
-//! stdout, the node stops, the queue fills, and the reader stops reading.
+//! Two threads share the work, so that reading and parsing overlap with handling:
 //!
-//! SIGTERM and SIGINT end the node after the batch in hand has been committed and answered; so
-//! does the end of input. Exit status 0.
+//! * the **reader thread** reads stdin, cuts it into lines ([`LineReader`]), parses each line
+//!   ([`protocol::parse_line`]), lets the service prepare it ([`Service::prepare`]: anything
+//!   that needs no state, such as reading a command's fields) and queues the result in chunks.
+//!   The queue is bounded: when the main thread falls behind, the reader stops reading.
+//! * the **main thread** takes whatever is already queued, up to `max_batch` messages, hands it
+//!   to the service as one batch (for the node: one commit for its commands), writes the replies
+//!   and flushes. It never waits for more input while it has something to do, so a lone command
+//!   is never held back. Replies are written with blocking writes: when nobody reads stdout, the
+//!   main thread stops, the queue fills, and the reader stops reading.
+//!
+//! Lines that cannot be answered (not JSON, no `src`) are reported on stderr by the reader and
+//! go no further.
+//!
+//! Until the node's id is known (no `--node-id`), the service cannot be opened (the store file
+//! is named after it): requests are held back, bounded by [`MAX_HELD_BYTES`], until one names the
+//! node (an `init`'s `node_id`, else a whole line's `dest`).
+//!
+//! SIGTERM and SIGINT end the run after the batch in hand has been handled and answered; so does
+//! the end of input. Exit status 0.
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
 use crate::node::{Config, Node};
-use crate::protocol::{self, Body, Incoming};
-use crate::store::{EventStore, MemoryStore, SqliteStore, StoreError};
+use crate::protocol::{self, Body, Incoming, Request};
+use crate::store::{MemoryStore, SqliteStore, StoreError};
 use crate::transport::{self, Frame, LineReader};
+
+/// The work behind the pipeline.
+pub trait Service {
+    /// A request made ready on the reader thread.
+    type Message: Send + 'static;
+
+    /// Runs on the reader thread, in parallel with [`Service::handle`] on the main thread: only
+    /// work that needs no state (the service does not exist yet when the first messages arrive).
+    fn prepare(request: Request) -> Self::Message;
+
+    /// Handles a batch in order, writing every reply to `out` (the caller flushes).
+    fn handle(&mut self, batch: Vec<Self::Message>, out: &mut impl Write) -> io::Result<()>;
+}
 
 /// Where the events go.
 #[derive(Clone, Debug)]
@@ -33,7 +58,7 @@ pub enum StoreChoice {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub store: StoreChoice,
-    /// The node's id; when `None`, the first message decides it.
+    /// The node's id; when `None`, the first message that names the node decides it.
     pub node_id: Option<String>,
     pub config: Config,
     /// Most messages handled as one batch.
@@ -64,50 +89,132 @@ pub fn store_file(data_dir: &std::path::Path, node_id: &str) -> PathBuf {
     data_dir.join(format!("{name}.db"))
 }
 
-enum Input {
-    /// Frames that were read together.
-    Frames(Vec<Frame>),
+/// Serves the node on stdin/stdout until the end of input or a signal.
+pub fn serve(options: Options) -> Result<(), ServeError> {
+    let pipeline = Pipeline {
+        node_id: options.node_id.clone(),
+        max_batch: options.max_batch,
+        max_line_bytes: options.max_line_bytes,
+    };
+    match &options.store {
+        StoreChoice::Memory => {
+            pipeline.run(|id| Ok(Node::open(MemoryStore::new(), id, &options.config)?))
+        }
+        StoreChoice::Sqlite { data_dir } => pipeline.run(|id| {
+            let path = store_file(data_dir, &id);
+            let store = SqliteStore::open(&path)?;
+            tracing::info!(path = %path.display(), "store opened");
+            Ok(Node::open(store, id, &options.config)?)
+        }),
+    }
+}
+
+/// The reader thread, the queue and the main loop, for any [`Service`].
+pub struct Pipeline {
+    /// The node's id; when `None`, the first message that names the node decides it.
+    pub node_id: Option<String>,
+    /// Most messages handled as one batch.
+    pub max_batch: usize,
+    /// Longest accepted input line, in bytes.
+    pub max_line_bytes: usize,
+}
+
+enum Input<M> {
+    /// Messages that were read together.
+    Messages(Vec<M>),
+    /// The node's id, from the first message that names it (which is in the next chunk).
+    Named(String),
     /// stdin ended (or failed).
     End,
     /// A signal asked the node to stop.
     Stop,
 }
 
-/// Serves stdin/stdout until the end of input or a signal.
-pub fn serve(options: Options) -> Result<(), ServeError> {
-    // A few chunks in flight: enough to keep both threads busy, and a bound on memory when the
-    // node falls behind (each chunk holds at most CHUNK lines or about CHUNK_BYTES bytes).
-    let (tx, rx) = sync_channel::<Input>(4);
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(tx.clone(), stop.clone())?;
-    let max_line = options.max_line_bytes;
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || read_stdin(tx, max_line))?;
+impl Pipeline {
+    /// Reads stdin until its end or a signal; `open` makes the service once the node's id is
+    /// known.
+    pub fn run<S: Service>(
+        &self,
+        open: impl FnOnce(String) -> Result<S, ServeError>,
+    ) -> Result<(), ServeError> {
+        // A few chunks in flight: enough to keep both threads busy, and a bound on memory when
+        // the main thread falls behind (a chunk holds at most CHUNK messages or about
+        // CHUNK_BYTES bytes of input).
+        let (tx, rx) = sync_channel::<Input<S::Message>>(4);
+        let stop = Arc::new(AtomicBool::new(false));
+        watch_signals(tx.clone(), stop.clone())?;
+        let reader = Reader {
+            max_line: self.max_line_bytes,
+            named: self.node_id.is_some(),
+            held: 0,
+        };
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || reader.run(tx, S::prepare))?;
 
-    // Until the node's id is known, hold the input back (parsed, and bounded).
-    let mut held = Vec::new();
-    let node_id = match options.node_id.clone() {
-        Some(id) => id,
-        None => match wait_for_id(&rx, &mut held, max_line) {
+        let mut held = Vec::new();
+        let node_id = match self.node_id.clone() {
             Some(id) => id,
-            // Input ended (or a signal came) before any message named the node: nothing to
-            // store, nobody to answer.
-            None => return Ok(()),
-        },
-    };
-    match &options.store {
-        StoreChoice::Memory => run(MemoryStore::new(), node_id, &options, rx, held, &stop),
-        StoreChoice::Sqlite { data_dir } => {
-            let path = store_file(data_dir, &node_id);
-            let store = SqliteStore::open(&path)?;
-            tracing::info!(path = %path.display(), "store opened");
-            run(store, node_id, &options, rx, held, &stop)
+            None => loop {
+                match rx.recv() {
+                    Ok(Input::Messages(m)) => held.extend(m),
+                    Ok(Input::Named(id)) => break id,
+                    // Input ended (or a signal came) before any message named the node:
+                    // nothing to store, nobody to answer.
+                    _ => {
+                        if !held.is_empty() {
+                            tracing::warn!(
+                                "no message named the node: {} request(s) not answered",
+                                held.len()
+                            );
+                        }
+                        return Ok(());
+                    }
+                }
+            },
+        };
+        let mut service = open(node_id)?;
+        let stdout = io::stdout();
+        let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+        if !held.is_empty() {
+            service.handle(held, &mut out)?;
+            out.flush()?;
         }
+
+        let mut ended = false;
+        while !ended && !stop.load(Ordering::SeqCst) {
+            let mut batch = Vec::new();
+            let mut next = rx.recv().ok();
+            while let Some(input) = next {
+                match input {
+                    Input::Messages(m) => batch.extend(m),
+                    Input::Named(_) => {}
+                    Input::End | Input::Stop => {
+                        ended = true;
+                        break;
+                    }
+                }
+                next = if batch.len() < self.max_batch {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if batch.is_empty() && !ended {
+                break; // every sender is gone
+            }
+            service.handle(batch, &mut out)?;
+            out.flush()?;
+        }
+        tracing::info!("input ended; every acknowledged event is durable");
+        Ok(())
     }
 }
 
-fn watch_signals(tx: SyncSender<Input>, stop: Arc<AtomicBool>) -> io::Result<()> {
+fn watch_signals<M: Send + 'static>(
+    tx: SyncSender<Input<M>>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
@@ -122,43 +229,116 @@ fn watch_signals(tx: SyncSender<Input>, stop: Arc<AtomicBool>) -> io::Result<()>
     Ok(())
 }
 
-/// Most frames sent to the main thread in one message...
+/// Most messages sent to the main thread in one chunk...
 const CHUNK: usize = 256;
-/// ... and about the most bytes (a chunk closes once it holds this much).
+/// ... and about the most bytes of input (a chunk closes once it holds this much).
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// Reads stdin and sends what was read in chunks: a chunk goes out as soon as no more input is
-/// buffered, so a lone line is never held back waiting for more.
-fn read_stdin(tx: SyncSender<Input>, max_line: usize) {
-    let stdin = io::stdin();
-    let mut reader = LineReader::new(stdin.lock(), max_line);
-    let mut chunk = Vec::new();
-    let mut bytes = 0;
-    loop {
-        let end = match reader.next_frame() {
-            Ok(Some(frame)) => {
-                bytes += match &frame {
-                    Frame::Line(l) | Frame::Cut(l) | Frame::TooLong { head: l, .. } => l.len(),
-                };
-                chunk.push(frame);
-                false
+/// Most bytes of input held back, as requests, while no message has named the node yet; past
+/// that, such requests are reported on stderr and dropped (they cannot be answered without the
+/// node's id).
+pub const MAX_HELD_BYTES: usize = 16 << 20;
+
+/// The reader thread's state.
+struct Reader {
+    max_line: usize,
+    /// Whether the node's id is known (given, or named by a message already read).
+    named: bool,
+    /// Bytes of input held back while not `named`.
+    held: usize,
+}
+
+impl Reader {
+    /// Reads, parses and prepares stdin, and sends it in chunks: a chunk goes out as soon as no
+    /// more input is buffered, so a lone line is never held back waiting for more.
+    fn run<M: Send>(mut self, tx: SyncSender<Input<M>>, prepare: fn(Request) -> M) {
+        let stdin = io::stdin();
+        let mut reader = LineReader::new(stdin.lock(), self.max_line);
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let end = match reader.next_frame() {
+                Ok(Some(frame)) => {
+                    let len = match &frame {
+                        Frame::Line(l) | Frame::Cut(l) | Frame::TooLong { head: l, .. } => l.len(),
+                    };
+                    bytes += len;
+                    if let Some(request) = self.take(frame, len, &tx, &mut chunk) {
+                        chunk.push(prepare(request));
+                    }
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    tracing::error!("reading stdin failed: {e}");
+                    true
+                }
+            };
+            let full = chunk.len() >= CHUNK || bytes >= CHUNK_BYTES;
+            if (end || full || !reader.has_buffered()) && !chunk.is_empty() {
+                bytes = 0;
+                if tx
+                    .send(Input::Messages(std::mem::take(&mut chunk)))
+                    .is_err()
+                {
+                    return;
+                }
             }
-            Ok(None) => true,
-            Err(e) => {
-                tracing::error!("reading stdin failed: {e}");
-                true
-            }
-        };
-        let full = chunk.len() >= CHUNK || bytes >= CHUNK_BYTES;
-        if (end || full || !reader.has_buffered()) && !chunk.is_empty() {
-            bytes = 0;
-            if tx.send(Input::Frames(std::mem::take(&mut chunk))).is_err() {
+            if end {
+                let _ = tx.send(Input::End);
                 return;
             }
         }
-        if end {
-            let _ = tx.send(Input::End);
-            return;
+    }
+
+    /// Parses a frame; the request, if it is one to pass on. Before the node is named, sends
+    /// [`Input::Named`] (after the chunk so far) when this request names it.
+    fn take<M>(
+        &mut self,
+        frame: Frame,
+        len: usize,
+        tx: &SyncSender<Input<M>>,
+        chunk: &mut Vec<M>,
+    ) -> Option<Request> {
+        // Only a whole line can name the node: the head of an over-long one may not be its
+        // envelope.
+        let whole = !matches!(frame, Frame::TooLong { .. });
+        let request = match to_incoming(frame, self.max_line) {
+            Incoming::Request(r) => r,
+            Incoming::Unanswerable(why) => {
+                tracing::warn!("skipped a line that cannot be answered: {why}");
+                return None;
+            }
+        };
+        if self.named {
+            return Some(request);
+        }
+        let names = match &request.body {
+            _ if !whole => None,
+            Body::Init { node_id } => Some(node_id.clone()),
+            _ => request.dest.clone(),
+        };
+        match names {
+            Some(id) => {
+                self.named = true;
+                if !chunk.is_empty() {
+                    let _ = tx.send(Input::Messages(std::mem::take(chunk)));
+                }
+                let _ = tx.send(Input::Named(id));
+                Some(request)
+            }
+            None if self.held + len <= MAX_HELD_BYTES => {
+                self.held += len;
+                Some(request)
+            }
+            None => {
+                tracing::warn!(
+                    src = %request.src,
+                    "dropped a request: over {MAX_HELD_BYTES} bytes of input came before any \
+                     message named the node (give --node-id, or send init first)"
+                );
+                None
+            }
         }
     }
 }
@@ -174,105 +354,4 @@ fn to_incoming(frame: Frame, max_line: usize) -> Incoming {
             whole => whole,
         },
     }
-}
-
-/// Most bytes of input held back, as requests, while no message has named the node yet; past
-/// that, such requests are reported on stderr and dropped (they cannot be answered without the
-/// node's id). Lines that cannot be answered at all are never held.
-pub const MAX_HELD_BYTES: usize = 16 << 20;
-
-/// Reads until a message names the node (an `init`'s `node_id`, else a `dest`). The requests
-/// read so far, that message and the rest of its chunk included, are left in `held`, parsed.
-fn wait_for_id(rx: &Receiver<Input>, held: &mut Vec<Incoming>, max_line: usize) -> Option<String> {
-    let mut bytes = 0;
-    loop {
-        let Ok(Input::Frames(frames)) = rx.recv() else {
-            for item in held.drain(..) {
-                if let Incoming::Request(r) = item {
-                    tracing::warn!(src = %r.src, "no message named the node: a request was not answered");
-                }
-            }
-            return None;
-        };
-        let mut frames = frames.into_iter();
-        while let Some(frame) = frames.next() {
-            let (len, whole) = match &frame {
-                Frame::Line(l) | Frame::Cut(l) => (l.len(), true),
-                Frame::TooLong { head, .. } => (head.len(), false),
-            };
-            let incoming = to_incoming(frame, max_line);
-            let id = match &incoming {
-                Incoming::Request(r) if whole => match &r.body {
-                    Body::Init { node_id } => Some(node_id.clone()),
-                    _ => r.dest.clone(),
-                },
-                _ => None,
-            };
-            match incoming {
-                Incoming::Unanswerable(why) => {
-                    tracing::warn!("skipped a line that cannot be answered: {why}")
-                }
-                request if id.is_some() => {
-                    held.push(request);
-                    held.extend(frames.map(|f| to_incoming(f, max_line)));
-                    return id;
-                }
-                request if bytes + len <= MAX_HELD_BYTES => {
-                    bytes += len;
-                    held.push(request);
-                }
-                Incoming::Request(r) => tracing::warn!(
-                    src = %r.src,
-                    "dropped a request: over {MAX_HELD_BYTES} bytes of input came before any \
-                     message named the node (give --node-id, or send init first)"
-                ),
-            }
-        }
-    }
-}
-
-fn run<S: EventStore>(
-    store: S,
-    node_id: String,
-    options: &Options,
-    rx: Receiver<Input>,
-    held: Vec<Incoming>,
-    stop: &AtomicBool,
-) -> Result<(), ServeError> {
-    let mut node = Node::open(store, node_id, &options.config)?;
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let max_line = options.max_line_bytes;
-
-    node.handle(held, &mut out)?;
-    out.flush()?;
-
-    let mut ended = false;
-    while !ended && !stop.load(Ordering::SeqCst) {
-        let mut batch = Vec::new();
-        let mut next = rx.recv().ok();
-        while let Some(input) = next {
-            match input {
-                Input::Frames(frames) => {
-                    batch.extend(frames.into_iter().map(|f| to_incoming(f, max_line)))
-                }
-                Input::End | Input::Stop => {
-                    ended = true;
-                    break;
-                }
-            }
-            next = if batch.len() < options.max_batch {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if batch.is_empty() && !ended {
-            break; // every sender is gone
-        }
-        node.handle(batch, &mut out)?;
-        out.flush()?;
-    }
-    tracing::info!("input ended; every acknowledged event is durable");
-    Ok(())
 }

@@ -18,7 +18,7 @@ use crate::store::{ExpectedVersion, RecordedEvent, StoreError, StoreWrite};
 use crate::timestamp::Timestamp;
 
 /// A command as the engine takes it.
-struct Parsed {
+pub(super) struct Parsed {
     command: UserCommand,
     expected: ExpectedVersion,
     time: Option<Timestamp>,
@@ -44,8 +44,9 @@ impl Failure {
 pub(super) type Outcome = Result<Vec<RecordedEvent>, Failure>;
 
 /// Reads the wire form of a command. Shape errors are `malformed`; bad values are
-/// `validation_failed`; a type no aggregate knows is `unknown_command`.
-fn parse(command: Value) -> Result<Parsed, Failure> {
+/// `validation_failed`; a type no aggregate knows is `unknown_command`. Needs no state: the
+/// server runs it on its reader thread.
+pub(super) fn parse(command: Value) -> Result<Parsed, Failure> {
     let malformed = |m: &str| Failure::new(CommandCode::Malformed, m);
     let Value::Object(mut command) = command else {
         return Err(malformed(
@@ -130,9 +131,9 @@ pub(super) fn execute<T: StoreWrite>(
     users: &mut Repository<User>,
     projections: &[Box<dyn Projection>],
     tx: &mut T,
-    command: Value,
+    command: Result<Parsed, Failure>,
 ) -> Result<Outcome, StoreError> {
-    let parsed = match parse(command) {
+    let parsed = match command {
         Ok(p) => p,
         Err(f) => return Ok(Err(f)),
     };

@@ -24,6 +24,7 @@ use crate::domain::user::User;
 use crate::engine::Repository;
 use crate::projection::{self, Projection};
 use crate::protocol::{self, reply, Body, ErrorCode, Incoming, Request};
+use crate::server::Service;
 use crate::store::{EventStore, StoreError, StoreRead, StoreWrite};
 
 /// Tuning knobs.
@@ -54,6 +55,32 @@ pub struct Node<S: EventStore> {
     projections: Vec<Box<dyn Projection>>,
     /// The `src` of every reply.
     id: String,
+}
+
+/// A request made ready for the node: a command's fields are already read and checked (by
+/// [`Node::prepare`], which needs no state, so the server runs it on its reader thread).
+pub struct Message {
+    /// The request; a command's body is left as `Command(Null)`, its content is in `command`.
+    request: Request,
+    command: Option<Result<command::Parsed, command::Failure>>,
+}
+
+impl Message {
+    fn is_command(&self) -> bool {
+        matches!(self.request.body, Body::Command(_))
+    }
+}
+
+impl<S: EventStore> Service for Node<S> {
+    type Message = Message;
+
+    fn prepare(request: Request) -> Message {
+        Node::<S>::prepare(request)
+    }
+
+    fn handle(&mut self, batch: Vec<Message>, out: &mut impl Write) -> io::Result<()> {
+        Node::handle(self, batch, out)
+    }
 }
 
 impl<S: EventStore> Node<S> {
@@ -87,31 +114,37 @@ impl<S: EventStore> Node<S> {
         &mut self.store
     }
 
-    /// Handles a batch of raw lines, writing every reply to `out` (not flushed).
+    /// Handles a batch of raw lines, writing every reply to `out` (not flushed). Lines that
+    /// cannot be answered are reported on stderr.
     pub fn handle_lines<L: AsRef<[u8]>>(
         &mut self,
         lines: &[L],
         out: &mut impl Write,
     ) -> io::Result<()> {
-        let incoming = lines
-            .iter()
-            .map(|l| protocol::parse_line(l.as_ref()))
-            .collect();
-        self.handle(incoming, out)
-    }
-
-    /// Handles a batch of parsed lines in order, writing every reply to `out` (not flushed).
-    pub fn handle(&mut self, incoming: Vec<Incoming>, out: &mut impl Write) -> io::Result<()> {
-        let mut requests = Vec::with_capacity(incoming.len());
-        for item in incoming {
-            match item {
-                Incoming::Request(r) => requests.push(r),
+        let mut requests = Vec::with_capacity(lines.len());
+        for line in lines {
+            match protocol::parse_line(line.as_ref()) {
+                Incoming::Request(r) => requests.push(Self::prepare(r)),
                 Incoming::Unanswerable(reason) => {
                     tracing::warn!("skipped a line that cannot be answered: {reason}")
                 }
             }
         }
-        let is_command = |r: &Request| matches!(r.body, Body::Command(_));
+        self.handle(requests, out)
+    }
+
+    /// Reads a command's fields (the part of the work that needs no state).
+    pub fn prepare(mut request: Request) -> Message {
+        let command = match &mut request.body {
+            Body::Command(c) => Some(command::parse(std::mem::take(c))),
+            _ => None,
+        };
+        Message { request, command }
+    }
+
+    /// Handles a batch of requests in order, writing every reply to `out` (not flushed).
+    pub fn handle(&mut self, mut requests: Vec<Message>, out: &mut impl Write) -> io::Result<()> {
+        let is_command = Message::is_command;
         // Replies wait in memory until their commit: when they grow past MAX_BUFFERED_REPLIES
         // the batch is cut there (committed and answered), and the rest runs in a new one.
         let mut start = 0;
@@ -119,8 +152,8 @@ impl<S: EventStore> Node<S> {
             let rest = &mut requests[start..];
             if !rest.iter().any(is_command) {
                 // Nothing to write: no transaction, queries read the store directly.
-                for r in rest.iter() {
-                    answer(&self.store, &mut self.id, r, out)?;
+                for m in rest.iter() {
+                    answer(&self.store, &mut self.id, &m.request, out)?;
                 }
                 break;
             }
@@ -140,11 +173,11 @@ impl<S: EventStore> Node<S> {
                     self.id = id_before;
                     tracing::error!("a batch of {} message(s) failed: {e}", rest.len());
                     let text = format!("{e}; the command was not applied");
-                    for r in rest.iter() {
-                        if is_command(r) {
-                            crash_reply(out, &self.id, r, &text)?;
+                    for m in rest.iter() {
+                        if m.is_command() {
+                            crash_reply(out, &self.id, &m.request, &text)?;
                         } else {
-                            answer(&self.store, &mut self.id, r, out)?;
+                            answer(&self.store, &mut self.id, &m.request, out)?;
                         }
                     }
                     break;
@@ -158,7 +191,7 @@ impl<S: EventStore> Node<S> {
     /// the replies pass [`MAX_BUFFERED_REPLIES`] bytes; commits. Returns how many it handled.
     fn run_batch(
         &mut self,
-        requests: &mut [Request],
+        requests: &mut [Message],
         replies: &mut Vec<u8>,
     ) -> Result<usize, StoreError> {
         let Node {
@@ -170,19 +203,19 @@ impl<S: EventStore> Node<S> {
         let mut tx = store.begin()?;
         let mut last = None;
         let mut handled = 0;
-        for r in requests.iter_mut() {
+        for m in requests.iter_mut() {
             if replies.len() >= MAX_BUFFERED_REPLIES {
                 break;
             }
             handled += 1;
-            if let Body::Command(c) = &mut r.body {
-                let outcome = command::execute(users, projections, &mut tx, std::mem::take(c))?;
+            if let Some(c) = m.command.take() {
+                let outcome = command::execute(users, projections, &mut tx, c)?;
                 if let Ok(events) = &outcome {
                     last = events.last().map(|e| e.position).or(last);
                 }
-                command::write_outcome(replies, id, r, &outcome)
+                command::write_outcome(replies, id, &m.request, &outcome)
             } else {
-                answer(&tx, id, r, replies)
+                answer(&tx, id, &m.request, replies)
             }
             .map_err(|e| StoreError::Io(format!("buffering a reply: {e}")))?;
         }
@@ -211,7 +244,7 @@ fn answer(
                 Ok(())
             }
         },
-        Body::Command(_) => unreachable!("commands are run by Node::run_batch"),
+        Body::Command(_) => unreachable!("a command is run once, by Node::run_batch"),
     }
 }
 
