@@ -17,7 +17,7 @@ use serde_json::json;
 
 fn attrs(v: serde_json::Value) -> Attributes {
     match v {
-        serde_json::Value::Object(m) => m,
+        serde_json::Value::Object(m) => m.into(),
         _ => unreachable!(),
     }
 }

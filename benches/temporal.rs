@@ -35,7 +35,7 @@ fn fill<S: EventStore>(store: &mut S, every: u64) {
         let e = match v {
             1 => UserEvent::UserCreated {
                 attributes: match json!({"id": ID, "name": "Ada", "email": "a@example.com"}) {
-                    serde_json::Value::Object(m) => m,
+                    serde_json::Value::Object(m) => m.into(),
                     _ => unreachable!(),
                 },
             },

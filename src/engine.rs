@@ -12,10 +12,7 @@
 //! The cache holds state that is only tentative until the transaction commits: a caller whose
 //! commit fails must call [`Repository::forget`].
 
-use std::collections::HashMap;
-
-/// foldhash, randomly seeded per process: cache keys are aggregate ids chosen by clients.
-type Cache<A> = HashMap<String, Loaded<A>, foldhash::fast::RandomState>;
+use indexmap::IndexMap;
 
 use crate::domain::{Aggregate, DomainEvent, Rejection};
 use crate::store::{
@@ -74,25 +71,73 @@ impl From<StoreError> for CommandError {
     }
 }
 
+/// Recently used aggregates, at most `capacity`, evicted by the CLOCK rule (an approximation
+/// of least-recently-used): each entry has a bit set when it is used; to make room, a hand
+/// sweeps the entries in a circle, clearing set bits and evicting the first entry whose bit is
+/// clear. A hit is one hash lookup and changes nothing else.
+struct Cache<A> {
+    /// foldhash, randomly seeded per process: the keys are aggregate ids chosen by clients.
+    entries: IndexMap<String, (Loaded<A>, bool), foldhash::fast::RandomState>,
+    hand: usize,
+    capacity: usize,
+}
+
+impl<A> Cache<A> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: IndexMap::default(),
+            hand: 0,
+            capacity,
+        }
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Loaded<A>> {
+        let (loaded, used) = self.entries.get_mut(id)?;
+        *used = true;
+        Some(loaded)
+    }
+
+    fn insert(&mut self, id: &str, loaded: Loaded<A>) {
+        if self.capacity == 0 {
+            return;
+        }
+        while self.entries.len() >= self.capacity {
+            if self.hand >= self.entries.len() {
+                self.hand = 0;
+            }
+            let (_, (_, used)) = self
+                .entries
+                .get_index_mut(self.hand)
+                .expect("hand in range");
+            if std::mem::take(used) {
+                self.hand += 1;
+            } else {
+                // The last entry moves into the hand's place, and is looked at next.
+                self.entries.swap_remove_index(self.hand);
+            }
+        }
+        self.entries.insert(id.to_string(), (loaded, false));
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.hand = 0;
+    }
+}
+
 /// Loads and runs one kind of aggregate.
 pub struct Repository<A: Aggregate> {
-    /// Two generations of cached aggregates: a hit in `old` moves to `young`; when `young` is
-    /// full, `old` is dropped and `young` takes its place. A cheap approximation of LRU.
-    young: Cache<A>,
-    old: Cache<A>,
-    cache_size: usize,
+    cache: Cache<A>,
     snapshot_every: u64,
 }
 
 impl<A: Aggregate> Repository<A> {
-    /// `cache_size`: aggregates kept in memory (about twice that at most); 0 disables the cache.
+    /// `cache_size`: aggregates kept in memory at most; 0 disables the cache.
     /// `snapshot_every`: write a snapshot each time a stream passes a multiple of this many
     /// events; 0 disables snapshots.
     pub fn new(cache_size: usize, snapshot_every: u64) -> Self {
         Self {
-            young: Cache::default(),
-            old: Cache::default(),
-            cache_size,
+            cache: Cache::new(cache_size),
             snapshot_every,
         }
     }
@@ -103,8 +148,7 @@ impl<A: Aggregate> Repository<A> {
 
     /// Drops every cached aggregate (after a failed commit, the cache may be ahead of the store).
     pub fn forget(&mut self) {
-        self.young.clear();
-        self.old.clear();
+        self.cache.clear();
     }
 
     /// The aggregate's state from the newest snapshot inside `upto`, then the events after it.
@@ -130,25 +174,6 @@ impl<A: Aggregate> Repository<A> {
         Ok(loaded)
     }
 
-    /// The cached aggregate, moved to the young generation if it was in the old one.
-    fn cached(&mut self, id: &str) -> Option<&mut Loaded<A>> {
-        if !self.young.contains_key(id) {
-            let loaded = self.old.remove(id)?;
-            self.remember(id, loaded);
-        }
-        self.young.get_mut(id)
-    }
-
-    fn remember(&mut self, id: &str, loaded: Loaded<A>) {
-        if self.cache_size == 0 {
-            return;
-        }
-        if self.young.len() >= self.cache_size {
-            self.old = std::mem::take(&mut self.young);
-        }
-        self.young.insert(id.to_string(), loaded);
-    }
-
     /// Runs one command inside `tx` and returns the events it appended (possibly none). When it
     /// appended events, `then` runs next, in the same transaction, with the state the aggregate
     /// reached (for inline projections: see `projection::Projection::apply_command`).
@@ -160,12 +185,12 @@ impl<A: Aggregate> Repository<A> {
     ) -> Result<Vec<RecordedEvent>, CommandError> {
         let id = A::target(cmd.command);
         let every = self.snapshot_every;
-        if let Some(loaded) = self.cached(id) {
+        if let Some(loaded) = self.cache.get_mut(id) {
             return execute_on(tx, loaded, id, cmd, every, then);
         }
         let mut loaded = Self::load_at(tx, id, Upto::End)?;
         let result = execute_on(tx, &mut loaded, id, cmd, every, then);
-        self.remember(id, loaded);
+        self.cache.insert(id, loaded);
         result
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 fn attrs(v: Value) -> Attributes {
     match v {
-        Value::Object(m) => m,
+        Value::Object(m) => m.into(),
         other => panic!("not an object: {other}"),
     }
 }

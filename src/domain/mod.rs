@@ -8,6 +8,7 @@
 //! A new aggregate is a new file here implementing these two traits; the engine, the stores
 //! and the projections need no change.
 
+pub mod attributes;
 pub mod testing;
 pub mod user;
 

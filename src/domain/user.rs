@@ -13,7 +13,7 @@
 //! built from its payload ([`UserCommand::from_payload`]), before the aggregate is loaded.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{Aggregate, DomainEvent, Rejection, RejectionKind};
 
@@ -27,7 +27,7 @@ pub const MAX_ATTRIBUTE_NAME_BYTES: usize = 256;
 pub const MAX_ATTRIBUTE_BYTES: usize = 64 * 1024;
 
 /// A user's attributes: `id` first, `name` second, then the others in the order first set.
-pub type Attributes = Map<String, Value>;
+pub use super::attributes::Attributes;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -371,7 +371,7 @@ impl Aggregate for User {
                     .collect();
                 let new_keys = changed
                     .keys()
-                    .filter(|k| !self.attributes.contains_key(*k))
+                    .filter(|k| !self.attributes.contains_key(k))
                     .count();
                 if self.attributes.len() + new_keys > MAX_ATTRIBUTES {
                     return Err(too_many());

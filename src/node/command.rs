@@ -90,7 +90,7 @@ pub(super) fn parse(command: Value) -> Result<Parsed, Failure> {
             })?),
             Some(_) => return Err(malformed("timestamp must be an RFC 3339 string")),
         };
-    let command = UserCommand::from_payload(kind, payload).map_err(|e| match e {
+    let command = UserCommand::from_payload(kind, payload.into()).map_err(|e| match e {
         PayloadError::UnknownCommand => Failure::new(
             CommandCode::UnknownCommand,
             format!("unknown command type '{kind}'"),
