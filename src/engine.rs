@@ -16,8 +16,8 @@ use indexmap::IndexMap;
 
 use crate::domain::{Aggregate, DomainEvent, Rejection};
 use crate::store::{
-    ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StoreError, StoreRead, StoreWrite,
-    StreamId, Upto, Version,
+    EventView, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StoreError, StoreRead,
+    StoreWrite, StreamId, Upto, Version,
 };
 use crate::timestamp::Timestamp;
 
@@ -168,9 +168,9 @@ impl<A: Aggregate> Repository<A> {
                 Err(e) => tracing::warn!(stream = %id, "ignoring unreadable snapshot: {e}"),
             }
         }
-        for event in store.read_stream(&stream, loaded.version, upto)? {
-            apply(&mut loaded, &event)?;
-        }
+        store.visit_stream(&stream, loaded.version, upto, &mut |e| {
+            apply(&mut loaded, e)
+        })?;
         Ok(loaded)
     }
 
@@ -251,11 +251,8 @@ fn execute_on<A: Aggregate, T: StoreWrite>(
 }
 
 /// Applies one stored event to a loaded aggregate.
-pub fn apply<A: Aggregate>(
-    loaded: &mut Loaded<A>,
-    event: &RecordedEvent,
-) -> Result<(), StoreError> {
-    let e = A::Event::from_data(&event.event_type, &event.data).map_err(|msg| {
+pub fn apply<A: Aggregate>(loaded: &mut Loaded<A>, event: EventView<'_>) -> Result<(), StoreError> {
+    let e = A::Event::from_data(event.event_type, event.data).map_err(|msg| {
         StoreError::Corrupt(format!("event at position {}: {msg}", event.position))
     })?;
     loaded.state.evolve(&e);

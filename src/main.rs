@@ -60,6 +60,7 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    cqrs_node::disable_transparent_huge_pages();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -101,6 +101,8 @@ impl Service for Echo {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As `cqrs` does: the same allocator settings for both sides of the ratio.
+    cqrs_node::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let pipeline = Pipeline {
         node_id: cli.node_id,

@@ -73,6 +73,22 @@ impl Attributes {
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
         self.0.iter().map(|(k, v)| (k, v))
     }
+
+    /// The attributes as a compact JSON object: what `serde_json::to_string` gives, faster.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(64 + 32 * self.0.len());
+        out.push(b'{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            crate::json::write_str(&mut out, k);
+            out.push(b':');
+            crate::json::write_value(&mut out, v);
+        }
+        out.push(b'}');
+        String::from_utf8(out).expect("JSON text is UTF-8")
+    }
 }
 
 impl fmt::Debug for Attributes {
@@ -195,6 +211,17 @@ mod tests {
         let map: Map<String, Value> = serde_json::from_str(r#"{"z":1,"y":2}"#).unwrap();
         let a = Attributes::from(map);
         assert_eq!(a.keys().collect::<Vec<_>>(), ["z", "y"]);
+    }
+
+    #[test]
+    fn to_json_is_what_serde_writes() {
+        for text in [
+            r#"{}"#,
+            r#"{"id":"u1","name":"A \"B\" \\ \u0001","n":-1.5,"o":{"x":[1,"\n"]},"z":null}"#,
+        ] {
+            let a: Attributes = serde_json::from_str(text).unwrap();
+            assert_eq!(a.to_json(), serde_json::to_string(&a).unwrap());
+        }
     }
 
     #[test]

@@ -261,6 +261,18 @@ pub enum UserEvent {
     UserDeleted,
 }
 
+/// The data of `UserRenamed`: `{"name": ...}` (other keys are ignored when read).
+#[derive(Serialize, Deserialize)]
+struct Name<S> {
+    name: S,
+}
+
+/// The data of `UserEmailChanged`: `{"email": ...}`.
+#[derive(Serialize, Deserialize)]
+struct Email<S> {
+    email: S,
+}
+
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> &'static str {
         match self {
@@ -274,36 +286,36 @@ impl DomainEvent for UserEvent {
 
     fn to_data(&self) -> String {
         let value = match self {
-            UserEvent::UserCreated { attributes } => serde_json::to_string(attributes),
-            UserEvent::UserUpdated { changes } => serde_json::to_string(changes),
-            UserEvent::UserRenamed { name } => {
-                serde_json::to_string(&serde_json::json!({ "name": name }))
-            }
-            UserEvent::UserEmailChanged { email } => {
-                serde_json::to_string(&serde_json::json!({ "email": email }))
-            }
+            UserEvent::UserCreated { attributes } => Ok(attributes.to_json()),
+            UserEvent::UserUpdated { changes } => Ok(changes.to_json()),
+            UserEvent::UserRenamed { name } => serde_json::to_string(&Name { name }),
+            UserEvent::UserEmailChanged { email } => serde_json::to_string(&Email { email }),
             UserEvent::UserDeleted => Ok("{}".to_string()),
         };
         value.expect("a JSON map always serialises")
     }
 
     fn from_data(event_type: &str, data: &str) -> Result<Self, String> {
-        let mut map: Attributes =
-            serde_json::from_str(data).map_err(|e| format!("{event_type} data: {e}"))?;
-        let mut string = |key: &str| match map.shift_remove(key) {
-            Some(Value::String(s)) => Ok(s),
-            _ => Err(format!("{event_type} data lacks a string '{key}'")),
-        };
+        fn parse<'a, T: Deserialize<'a>>(event_type: &str, data: &'a str) -> Result<T, String> {
+            serde_json::from_str(data).map_err(|e| format!("{event_type} data: {e}"))
+        }
         Ok(match event_type {
-            "UserCreated" => UserEvent::UserCreated { attributes: map },
-            "UserUpdated" => UserEvent::UserUpdated { changes: map },
+            "UserCreated" => UserEvent::UserCreated {
+                attributes: parse(event_type, data)?,
+            },
+            "UserUpdated" => UserEvent::UserUpdated {
+                changes: parse(event_type, data)?,
+            },
             "UserRenamed" => UserEvent::UserRenamed {
-                name: string("name")?,
+                name: parse::<Name<String>>(event_type, data)?.name,
             },
             "UserEmailChanged" => UserEvent::UserEmailChanged {
-                email: string("email")?,
+                email: parse::<Email<String>>(event_type, data)?.email,
             },
-            "UserDeleted" => UserEvent::UserDeleted,
+            "UserDeleted" => {
+                parse::<Attributes>(event_type, data)?;
+                UserEvent::UserDeleted
+            }
             other => return Err(format!("unknown User event type '{other}'")),
         })
     }

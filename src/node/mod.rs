@@ -18,8 +18,6 @@ mod query;
 
 use std::io::{self, Write};
 
-use serde::Serialize;
-
 use crate::domain::user::User;
 use crate::engine::Repository;
 use crate::projection::{self, Projection};
@@ -249,7 +247,12 @@ fn answer(
 }
 
 /// Writes one reply from node `id` to the request's sender.
-fn reply<B: Serialize>(out: &mut impl Write, id: &str, to: &Request, body: &B) -> io::Result<()> {
+fn reply<B: reply::WriteJson>(
+    out: &mut impl Write,
+    id: &str,
+    to: &Request,
+    body: &B,
+) -> io::Result<()> {
     protocol::write_message(out, id, &to.src, body)
 }
 

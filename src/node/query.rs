@@ -161,16 +161,14 @@ fn state_at(store: &impl StoreRead, id: &str, upto: Upto, key: &str, value: Valu
             return Ok(null());
         }
     }
-    match loaded.state.visible() {
-        Some(attributes) => {
-            let mut data = attributes.clone();
-            // Always the last key, even if the user has an attribute of that name.
-            data.shift_remove(key);
-            data.insert(key.to_string(), value);
-            raw(&data)
-        }
-        None => Ok(null()),
+    if loaded.state.visible().is_none() {
+        return Ok(null());
     }
+    let mut data = loaded.state.attributes;
+    // Always the last key, even if the user has an attribute of that name.
+    data.shift_remove(key);
+    data.insert(key.to_string(), value);
+    raw(&data)
 }
 
 fn get_user_at_time(store: &impl StoreRead, params: &Map<String, Value>) -> Answer {

@@ -67,10 +67,7 @@ impl Projection for UsersProjection {
 /// The user's document: its attributes while it is active, none otherwise.
 fn write(docs: &mut dyn Documents, key: &str, user: &User) -> Result<(), StoreError> {
     match user.visible() {
-        Some(attributes) => {
-            let doc = serde_json::to_string(attributes).expect("a JSON map always serialises");
-            docs.put(COLLECTION, key, Some(&doc))
-        }
+        Some(attributes) => docs.put(COLLECTION, key, Some(&attributes.to_json())),
         None => docs.put(COLLECTION, key, None),
     }
 }

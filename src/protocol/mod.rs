@@ -206,21 +206,33 @@ fn parse_body(body: &mut Map<String, Value>, has_dest: bool) -> Body {
     }
 }
 
-/// Writes one envelope as a line of compact JSON.
-pub fn write_message<W: std::io::Write, B: serde::Serialize>(
+/// Writes one envelope as a line of compact JSON: `{"src":..,"dest":..,"body":..}`. The line is
+/// put together in memory first, so `out` gets one write.
+pub fn write_message<W: std::io::Write, B: reply::WriteJson>(
     out: &mut W,
     src: &str,
     dest: &str,
     body: &B,
 ) -> std::io::Result<()> {
-    #[derive(serde::Serialize)]
-    struct Envelope<'a, B> {
-        src: &'a str,
-        dest: &'a str,
-        body: &'a B,
+    thread_local! {
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    serde_json::to_writer(&mut *out, &Envelope { src, dest, body })?;
-    out.write_all(b"\n")
+    LINE.with_borrow_mut(|line| {
+        line.clear();
+        line.extend_from_slice(b"{\"src\":");
+        crate::json::write_str(line, src);
+        line.extend_from_slice(b",\"dest\":");
+        crate::json::write_str(line, dest);
+        line.extend_from_slice(b",\"body\":");
+        body.write_json(line);
+        line.extend_from_slice(b"}\n");
+        let result = out.write_all(line);
+        if line.capacity() > 1 << 16 {
+            // A huge reply once: do not keep its buffer.
+            *line = Vec::new();
+        }
+        result
+    })
 }
 
 #[cfg(test)]

@@ -189,6 +189,33 @@ impl StoreRead for MemoryStore {
             .collect())
     }
 
+    fn visit_stream(
+        &self,
+        stream: &StreamId,
+        after: Version,
+        upto: Upto,
+        visit: &mut dyn FnMut(EventView<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(indexes) = self.streams.get(stream) else {
+            return Ok(());
+        };
+        let from = usize::try_from(after).map_or(indexes.len(), |a| a.min(indexes.len()));
+        for &i in &indexes[from..] {
+            let e = self.log.get(i as usize);
+            if !upto.includes(e.version, e.timestamp) {
+                break;
+            }
+            visit(EventView {
+                position: i as Position + 1,
+                version: e.version,
+                event_type: &self.types[e.event_type as usize],
+                timestamp: e.timestamp,
+                data: &e.data,
+            })?;
+        }
+        Ok(())
+    }
+
     fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
         let start = usize::try_from(after).map_or(self.log.len, |a| a.min(self.log.len));
         let end = start + limit.min(self.log.len - start);
@@ -332,6 +359,15 @@ impl StoreRead for MemoryTx<'_> {
     }
     fn read_stream(&self, s: &StreamId, after: Version, upto: Upto) -> Result<Vec<RecordedEvent>> {
         self.store.read_stream(s, after, upto)
+    }
+    fn visit_stream(
+        &self,
+        s: &StreamId,
+        after: Version,
+        upto: Upto,
+        visit: &mut dyn FnMut(EventView<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.store.visit_stream(s, after, upto, visit)
     }
     fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
         self.store.read_all(after, limit)

@@ -82,6 +82,30 @@ pub struct RecordedEvent {
     pub data: String,
 }
 
+impl RecordedEvent {
+    /// The event as [`StoreRead::visit_stream`] lends it.
+    pub fn view(&self) -> EventView<'_> {
+        EventView {
+            position: self.position,
+            version: self.version,
+            event_type: &self.event_type,
+            timestamp: self.timestamp,
+            data: &self.data,
+        }
+    }
+}
+
+/// An event of a stream, lent by the store while it reads ([`StoreRead::visit_stream`]): the
+/// same fields as a [`RecordedEvent`] but the stream's, and nothing copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventView<'a> {
+    pub position: Position,
+    pub version: Version,
+    pub event_type: &'a str,
+    pub timestamp: Timestamp,
+    pub data: &'a str,
+}
+
 /// How far to read a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Upto {
@@ -145,6 +169,20 @@ pub trait StoreRead {
         after: Version,
         upto: Upto,
     ) -> Result<Vec<RecordedEvent>>;
+
+    /// The same events as [`StoreRead::read_stream`], in the same order, each lent to `visit`
+    /// instead of copied out; an error from `visit` stops the read and is returned.
+    fn visit_stream(
+        &self,
+        stream: &StreamId,
+        after: Version,
+        upto: Upto,
+        visit: &mut dyn FnMut(EventView<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.read_stream(stream, after, upto)?
+            .iter()
+            .try_for_each(|e| visit(e.view()))
+    }
 
     /// Up to `limit` events of the global log with `position > after`, in log order.
     fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>>;

@@ -282,28 +282,62 @@ impl Reader<'_> {
     }
 
     fn read_stream(&self, s: &StreamId, after: Version, upto: Upto) -> Result<Vec<RecordedEvent>> {
+        let mut events = Vec::new();
+        self.visit_stream(s, after, upto, &mut |e| {
+            events.push(RecordedEvent {
+                stream: s.clone(),
+                version: e.version,
+                position: e.position,
+                event_type: e.event_type.to_string(),
+                timestamp: e.timestamp,
+                data: e.data.to_string(),
+            });
+            Ok(())
+        })?;
+        Ok(events)
+    }
+
+    fn visit_stream(
+        &self,
+        s: &StreamId,
+        after: Version,
+        upto: Upto,
+        visit: &mut dyn FnMut(EventView<'_>) -> Result<()>,
+    ) -> Result<()> {
         // Bounded by version in SQL; a time bound is applied while stepping, in version order:
         // times never go backwards within a stream, so the first later event ends the read
         // (filtering on time in SQL would walk the index to the stream's end).
         let (max_version, max_time) = bounds(upto);
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events
-             WHERE category = ?1 AND stream = ?2 AND version > ?3 AND version <= ?4
-             ORDER BY version"
-        );
-        let mut st = self.0.prepare_cached(&sql).map_err(sql_error)?;
+        let mut st = self
+            .0
+            .prepare_cached(
+                "SELECT position, version, event_type, timestamp, data FROM events
+                 WHERE category = ?1 AND stream = ?2 AND version > ?3 AND version <= ?4
+                 ORDER BY version",
+            )
+            .map_err(sql_error)?;
         let mut rows = st
             .query(params![s.category, s.id, to_i64(after), max_version])
             .map_err(sql_error)?;
-        let mut events = Vec::new();
         while let Some(row) = rows.next().map_err(sql_error)? {
-            let event = event_from_row(row).map_err(sql_error)?;
-            if event.timestamp.nanos() > max_time {
+            let text = |i: usize| -> Result<&str> {
+                row.get_ref(i)
+                    .and_then(|v| v.as_str().map_err(rusqlite::Error::from))
+                    .map_err(sql_error)
+            };
+            let timestamp: i64 = row.get(3).map_err(sql_error)?;
+            if timestamp > max_time {
                 break;
             }
-            events.push(event);
+            visit(EventView {
+                position: row.get::<_, i64>(0).map_err(sql_error)? as Position,
+                version: row.get::<_, i64>(1).map_err(sql_error)? as Version,
+                event_type: text(2)?,
+                timestamp: Timestamp(timestamp),
+                data: text(4)?,
+            })?;
         }
-        Ok(events)
+        Ok(())
     }
 
     fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
@@ -415,6 +449,16 @@ macro_rules! impl_store_read {
             ) -> Result<Vec<RecordedEvent>> {
                 let $this = self;
                 read($conn).read_stream(s, after, upto)
+            }
+            fn visit_stream(
+                &self,
+                s: &StreamId,
+                after: Version,
+                upto: Upto,
+                visit: &mut dyn FnMut(EventView<'_>) -> Result<()>,
+            ) -> Result<()> {
+                let $this = self;
+                read($conn).visit_stream(s, after, upto, visit)
             }
             fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
                 let $this = self;
