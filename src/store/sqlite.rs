@@ -6,9 +6,16 @@
 //! SQLite ignores WAL frames after the last valid commit frame, so a half-written transaction is
 //! never read back.
 //!
-//! Memory: a 64 MiB page cache (SQLite's default 2 MiB made it re-read pages through `pread` on
-//! every batch). A memory map of the file measured no faster and counts against the process's RSS,
-//! so reads go through the page cache.
+//! Memory: the database file is read through a memory map (up to SQLite's 2 GiB limit), and
+//! SQLite's own page cache is small (8 MiB): it mostly holds the pages a transaction changes.
+//! A big page cache costs more than it saves: when a B-tree page splits, SQLite parks a page
+//! under a temporary page number past 1 GiB, and at the end of that transaction it then walks
+//! every page of its cache to drop the ones "past the end of the file" (`pcache1TruncateUnsafe`).
+//! With the 64 MiB cache this store had, that walk was ~3% of the time on a 1,000,000-command
+//! workload; with 8 MiB plus the map the workload runs ~10% faster. The price: pages read
+//! through the map count in the process's RSS as file-backed memory (the kernel's page cache,
+//! which it can reclaim), and an I/O error while reading the database file through the map
+//! raises SIGBUS instead of an error code (writes, to the WAL, do not go through the map).
 //!
 //! Commit latency: an fdatasync that also has to record a larger file size costs about twice
 //! one that only overwrites blocks the file already has (0.27 against 0.17 ms here). SQLite
@@ -89,7 +96,8 @@ impl SqliteStore {
             "PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
-             PRAGMA cache_size = -65536;
+             PRAGMA cache_size = -8192;
+             PRAGMA mmap_size = 2147418112;
              BEGIN EXCLUSIVE; COMMIT;",
         )
         .map_err(|e| open_error(&shown, e))?;
