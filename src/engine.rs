@@ -230,8 +230,8 @@ fn execute_on<A: Aggregate, T: StoreWrite>(
         return Ok(recorded);
     }
     let before = loaded.version;
-    for e in &events {
-        loaded.state.evolve(e);
+    for e in events {
+        loaded.state.evolve_owned(e);
     }
     loaded.version += recorded.len() as Version;
     loaded.last_time = Some(time);
@@ -255,7 +255,7 @@ pub fn apply<A: Aggregate>(loaded: &mut Loaded<A>, event: EventView<'_>) -> Resu
     let e = A::Event::from_data(event.event_type, event.data).map_err(|msg| {
         StoreError::Corrupt(format!("event at position {}: {msg}", event.position))
     })?;
-    loaded.state.evolve(&e);
+    loaded.state.evolve_owned(e);
     loaded.version = event.version;
     loaded.last_time = Some(event.timestamp);
     Ok(())

@@ -39,6 +39,13 @@ pub trait Aggregate: Default + Clone {
     /// The state after one event.
     fn evolve(&mut self, event: &Self::Event);
 
+    /// The same as [`Aggregate::evolve`], for an event that is not needed afterwards: its data
+    /// can move into the state instead of being copied. The engine and the projections call this
+    /// one; the default borrows.
+    fn evolve_owned(&mut self, event: Self::Event) {
+        self.evolve(&event)
+    }
+
     /// Serialises the state for a snapshot.
     fn to_snapshot(&self) -> String;
 

@@ -37,7 +37,7 @@ pub struct AggregateTest<A: Aggregate> {
 impl<A> AggregateTest<A>
 where
     A: Aggregate + PartialEq + Debug,
-    A::Event: PartialEq + Debug,
+    A::Event: PartialEq + Debug + Clone,
     A::Command: Debug,
 {
     /// The state after these events (the aggregate's history, oldest first).
@@ -88,7 +88,7 @@ pub struct When<A: Aggregate> {
 impl<A> When<A>
 where
     A: Aggregate + PartialEq + Debug,
-    A::Event: PartialEq + Debug,
+    A::Event: PartialEq + Debug + Clone,
     A::Command: Debug,
 {
     /// The raw outcome, for checks the `then_*` methods do not make.
@@ -121,9 +121,15 @@ where
             );
         }
         let mut state = self.state;
+        let mut owned = state.clone();
         for e in &events {
             state.evolve(e);
+            owned.evolve_owned(e.clone());
         }
+        assert_eq!(
+            owned, state,
+            "evolve_owned must reach the same state as evolve"
+        );
         let snapshot = state.to_snapshot();
         let restored = A::from_snapshot(&snapshot)
             .unwrap_or_else(|m| panic!("snapshot {snapshot} does not read back: {m}"));
@@ -170,7 +176,7 @@ pub struct Then<A: Aggregate> {
 impl<A> Then<A>
 where
     A: Aggregate + PartialEq + Debug,
-    A::Event: PartialEq + Debug,
+    A::Event: PartialEq + Debug + Clone,
     A::Command: Debug,
 {
     /// The state after the given events and the decided ones.

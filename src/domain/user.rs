@@ -425,23 +425,25 @@ impl Aggregate for User {
     }
 
     fn evolve(&mut self, event: &UserEvent) {
+        self.evolve_owned(event.clone())
+    }
+
+    fn evolve_owned(&mut self, event: UserEvent) {
         match event {
             UserEvent::UserCreated { attributes } => {
                 self.status = Status::Active;
-                self.attributes = attributes.clone();
+                self.attributes = attributes;
             }
             UserEvent::UserUpdated { changes } => {
                 for (k, v) in changes {
-                    self.attributes.insert(k.clone(), v.clone());
+                    self.attributes.insert(k, v);
                 }
             }
             UserEvent::UserRenamed { name } => {
-                self.attributes
-                    .insert("name".into(), Value::String(name.clone()));
+                self.attributes.insert("name".into(), Value::String(name));
             }
             UserEvent::UserEmailChanged { email } => {
-                self.attributes
-                    .insert("email".into(), Value::String(email.clone()));
+                self.attributes.insert("email".into(), Value::String(email));
             }
             UserEvent::UserDeleted => self.status = Status::Deleted,
         }

@@ -44,7 +44,7 @@ impl Projection for UsersProjection {
             // An update to a user with no document (deleted, or never created): nothing to show.
             None => return Ok(()),
         };
-        user.evolve(&e);
+        user.evolve_owned(e);
         write(docs, key, &user)
     }
 
