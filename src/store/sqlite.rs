@@ -41,16 +41,28 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 
 use super::*;
 
+/// The schema's version, kept in `PRAGMA user_version`. 0: the first layout (events keyed by
+/// their stream's category and id as text), migrated in place when such a store is opened.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Streams are numbered (`streams`), and events name their stream by number: the events index
+/// compares integers instead of two strings, and its entries are a third of the size. B-tree
+/// descents on the text keys were ~13% of the time on a 1,000,000-command workload.
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS streams (
+    stream_no INTEGER PRIMARY KEY,
+    category  TEXT NOT NULL,
+    stream    TEXT NOT NULL,
+    UNIQUE (category, stream)
+);
 CREATE TABLE IF NOT EXISTS events (
     position   INTEGER PRIMARY KEY,
-    category   TEXT    NOT NULL,
-    stream     TEXT    NOT NULL,
+    stream_no  INTEGER NOT NULL,
     version    INTEGER NOT NULL,
     event_type TEXT    NOT NULL,
     timestamp  INTEGER NOT NULL,
     data       TEXT    NOT NULL,
-    UNIQUE (category, stream, version)
+    UNIQUE (stream_no, version)
 );
 CREATE TABLE IF NOT EXISTS documents (
     collection TEXT NOT NULL,
@@ -70,6 +82,35 @@ CREATE TABLE IF NOT EXISTS snapshots (
     state     TEXT    NOT NULL,
     PRIMARY KEY (category, stream, version)
 ) WITHOUT ROWID;
+";
+
+/// From schema 0 (events with `category` and `stream` text columns) to 1, in one transaction:
+/// streams are numbered in the order they first appear in the log; every event keeps its
+/// position, version, type, time and data.
+const MIGRATE_0_TO_1: &str = "
+CREATE TABLE streams (
+    stream_no INTEGER PRIMARY KEY,
+    category  TEXT NOT NULL,
+    stream    TEXT NOT NULL,
+    UNIQUE (category, stream)
+);
+INSERT INTO streams (category, stream)
+    SELECT category, stream FROM events GROUP BY category, stream ORDER BY MIN(position);
+CREATE TABLE events_1 (
+    position   INTEGER PRIMARY KEY,
+    stream_no  INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    event_type TEXT    NOT NULL,
+    timestamp  INTEGER NOT NULL,
+    data       TEXT    NOT NULL,
+    UNIQUE (stream_no, version)
+);
+INSERT INTO events_1 (position, stream_no, version, event_type, timestamp, data)
+    SELECT e.position, s.stream_no, e.version, e.event_type, e.timestamp, e.data
+    FROM events e JOIN streams s ON s.category = e.category AND s.stream = e.stream
+    ORDER BY e.position;
+DROP TABLE events;
+ALTER TABLE events_1 RENAME TO events;
 ";
 
 pub struct SqliteStore {
@@ -109,8 +150,10 @@ impl SqliteStore {
                 "{shown}: could not switch to WAL mode (got {mode})"
             )));
         }
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| open_error(&shown, e))?;
+        migrate(&conn).map_err(|e| match e {
+            StoreError::Io(m) => StoreError::Io(format!("{shown}: {m}")),
+            other => other,
+        })?;
         let page_size: u64 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(|e| open_error(&shown, e))?;
@@ -125,6 +168,38 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]: creates it in a new store, migrates an older one.
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_error)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Io(format!(
+            "the store has schema version {version}; this build knows up to {SCHEMA_VERSION} \
+             (written by a newer cqrs?)"
+        )));
+    }
+    let old_events: bool = conn
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('events') WHERE name = 'category'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_error)?;
+    let mut sql = String::from("BEGIN EXCLUSIVE;");
+    if version == 0 && old_events {
+        tracing::info!("migrating the store to schema {SCHEMA_VERSION} (numbered streams)");
+        sql.push_str(MIGRATE_0_TO_1);
+    }
+    sql.push_str(SCHEMA);
+    sql.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"));
+    conn.execute_batch(&sql).map_err(|e| {
+        // Nothing of a failed migration stays: it is one transaction.
+        let _ = conn.execute_batch("ROLLBACK");
+        sql_error(e)
+    })
 }
 
 /// Zeroed room past the end of the WAL file, so that commits overwrite blocks the file already
@@ -269,7 +344,8 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedEvent> {
     })
 }
 
-const EVENT_COLUMNS: &str = "position, category, stream, version, event_type, timestamp, data";
+const EVENT_COLUMNS: &str =
+    "e.position, s.category, s.stream, e.version, e.event_type, e.timestamp, e.data";
 
 /// The reads, on a connection or inside a transaction (which derefs to its connection).
 fn read(conn: &Connection) -> Reader<'_> {
@@ -279,14 +355,30 @@ fn read(conn: &Connection) -> Reader<'_> {
 struct Reader<'c>(&'c Connection);
 
 impl Reader<'_> {
-    fn stream_version(&self, s: &StreamId) -> Result<Version> {
+    /// The stream's number, if it has events.
+    fn stream_no(&self, s: &StreamId) -> Result<Option<i64>> {
         self.0
-            .prepare_cached(
-                "SELECT COALESCE(MAX(version), 0) FROM events WHERE category = ?1 AND stream = ?2",
-            )
-            .and_then(|mut st| st.query_row(params![s.category, s.id], |r| r.get::<_, i64>(0)))
+            .prepare_cached("SELECT stream_no FROM streams WHERE category = ?1 AND stream = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![s.category, s.id], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(sql_error)
+    }
+
+    fn version_of(&self, stream_no: i64) -> Result<Version> {
+        self.0
+            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_no = ?1")
+            .and_then(|mut st| st.query_row([stream_no], |r| r.get::<_, i64>(0)))
             .map(|v| v as Version)
             .map_err(sql_error)
+    }
+
+    fn stream_version(&self, s: &StreamId) -> Result<Version> {
+        match self.stream_no(s)? {
+            Some(n) => self.version_of(n),
+            None => Ok(0),
+        }
     }
 
     fn read_stream(&self, s: &StreamId, after: Version, upto: Upto) -> Result<Vec<RecordedEvent>> {
@@ -316,16 +408,19 @@ impl Reader<'_> {
         // times never go backwards within a stream, so the first later event ends the read
         // (filtering on time in SQL would walk the index to the stream's end).
         let (max_version, max_time) = bounds(upto);
+        let Some(stream_no) = self.stream_no(s)? else {
+            return Ok(());
+        };
         let mut st = self
             .0
             .prepare_cached(
                 "SELECT position, version, event_type, timestamp, data FROM events
-                 WHERE category = ?1 AND stream = ?2 AND version > ?3 AND version <= ?4
+                 WHERE stream_no = ?1 AND version > ?2 AND version <= ?3
                  ORDER BY version",
             )
             .map_err(sql_error)?;
         let mut rows = st
-            .query(params![s.category, s.id, to_i64(after), max_version])
+            .query(params![stream_no, to_i64(after), max_version])
             .map_err(sql_error)?;
         while let Some(row) = rows.next().map_err(sql_error)? {
             let text = |i: usize| -> Result<&str> {
@@ -350,7 +445,8 @@ impl Reader<'_> {
 
     fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+            "SELECT {EVENT_COLUMNS} FROM events e JOIN streams s ON s.stream_no = e.stream_no
+             WHERE e.position > ?1 ORDER BY e.position LIMIT ?2"
         );
         let mut st = self.0.prepare_cached(&sql).map_err(sql_error)?;
         let rows = st
@@ -536,17 +632,32 @@ impl StoreWrite for SqliteTx<'_> {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<Vec<RecordedEvent>> {
-        let actual = read(&self.tx).stream_version(stream)?;
+        let stream_no = read(&self.tx).stream_no(stream)?;
+        let actual = match stream_no {
+            Some(n) => read(&self.tx).version_of(n)?,
+            None => 0,
+        };
         if let ExpectedVersion::Exact(expected) = expected {
             if expected != actual {
                 return Err(StoreError::Conflict { expected, actual });
             }
         }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream_no = match stream_no {
+            Some(n) => n,
+            None => self
+                .tx
+                .prepare_cached("INSERT INTO streams (category, stream) VALUES (?1, ?2)")
+                .and_then(|mut st| st.insert(params![stream.category, stream.id]))
+                .map_err(sql_error)?,
+        };
         let mut st = self
             .tx
             .prepare_cached(
-                "INSERT INTO events (position, category, stream, version, event_type, timestamp, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO events (position, stream_no, version, event_type, timestamp, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(sql_error)?;
         let mut recorded = Vec::with_capacity(events.len());
@@ -561,8 +672,7 @@ impl StoreWrite for SqliteTx<'_> {
             };
             st.execute(params![
                 to_i64(event.position),
-                event.stream.category,
-                event.stream.id,
+                stream_no,
                 to_i64(event.version),
                 event.event_type,
                 event.timestamp.nanos(),
@@ -648,6 +758,161 @@ impl StoreWrite for SqliteTx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Schema 0, as the first versions of this store wrote it.
+    const SCHEMA_0: &str = "
+        CREATE TABLE events (
+            position   INTEGER PRIMARY KEY,
+            category   TEXT    NOT NULL,
+            stream     TEXT    NOT NULL,
+            version    INTEGER NOT NULL,
+            event_type TEXT    NOT NULL,
+            timestamp  INTEGER NOT NULL,
+            data       TEXT    NOT NULL,
+            UNIQUE (category, stream, version)
+        );
+        CREATE TABLE documents (
+            collection TEXT NOT NULL,
+            key        TEXT NOT NULL,
+            value      TEXT NOT NULL,
+            PRIMARY KEY (collection, key)
+        ) WITHOUT ROWID;
+        CREATE TABLE checkpoints (
+            projection TEXT PRIMARY KEY,
+            position   INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE snapshots (
+            category  TEXT    NOT NULL,
+            stream    TEXT    NOT NULL,
+            version   INTEGER NOT NULL,
+            timestamp INTEGER NOT NULL,
+            state     TEXT    NOT NULL,
+            PRIMARY KEY (category, stream, version)
+        ) WITHOUT ROWID;
+        INSERT INTO events VALUES
+            (1, 'User', 'b', 1, 'UserCreated', 10, '{\"id\":\"b\"}'),
+            (2, 'User', 'a', 1, 'UserCreated', 20, '{\"id\":\"a\"}'),
+            (3, 'User', 'b', 2, 'UserRenamed', 30, '{\"name\":\"B\"}'),
+            (4, 'Other', 'b', 1, 'Made', 40, '{}');
+        INSERT INTO documents VALUES ('users', 'a', '{\"id\":\"a\"}');
+        INSERT INTO checkpoints VALUES ('users', 4);
+        INSERT INTO snapshots VALUES ('User', 'b', 2, 30, '{}');
+    ";
+
+    #[test]
+    fn a_store_of_schema_0_is_migrated_with_every_event_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n1.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(SCHEMA_0)
+            .unwrap();
+        let expect = |store: &SqliteStore| {
+            let all = store.read_all(0, 100).unwrap();
+            let got: Vec<_> = all
+                .iter()
+                .map(|e| {
+                    (
+                        e.position,
+                        e.stream.category.as_str(),
+                        e.stream.id.as_str(),
+                        e.version,
+                        e.event_type.as_str(),
+                        e.timestamp.nanos(),
+                        e.data.as_str(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (1, "User", "b", 1, "UserCreated", 10, r#"{"id":"b"}"#),
+                    (2, "User", "a", 1, "UserCreated", 20, r#"{"id":"a"}"#),
+                    (3, "User", "b", 2, "UserRenamed", 30, r#"{"name":"B"}"#),
+                    (4, "Other", "b", 1, "Made", 40, "{}"),
+                ]
+            );
+            assert_eq!(
+                store.stream_version(&StreamId::new("User", "b")).unwrap(),
+                2
+            );
+            assert_eq!(
+                store.stream_version(&StreamId::new("Other", "b")).unwrap(),
+                1
+            );
+            assert_eq!(
+                store.stream_version(&StreamId::new("User", "c")).unwrap(),
+                0
+            );
+            let b = store
+                .read_stream(&StreamId::new("User", "b"), 0, Upto::End)
+                .unwrap();
+            assert_eq!(b.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 3]);
+            assert_eq!(
+                store.document("users", "a").unwrap().as_deref(),
+                Some(r#"{"id":"a"}"#)
+            );
+            assert_eq!(store.checkpoint("users").unwrap(), 4);
+            let snap = store
+                .snapshot(&StreamId::new("User", "b"), Upto::End)
+                .unwrap();
+            assert_eq!(snap.map(|s| s.version), Some(2));
+            let v: i64 = store
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, SCHEMA_VERSION);
+        };
+        {
+            let mut store = SqliteStore::open(&path).unwrap();
+            expect(&store);
+            // The log goes on where it was: positions and versions follow.
+            let mut tx = store.begin().unwrap();
+            let new = NewEvent {
+                event_type: "UserRenamed".into(),
+                timestamp: Timestamp(50),
+                data: r#"{"name":"A"}"#.into(),
+            };
+            let recorded = tx
+                .append(
+                    &StreamId::new("User", "a"),
+                    ExpectedVersion::Exact(1),
+                    &[new],
+                )
+                .unwrap();
+            assert_eq!((recorded[0].position, recorded[0].version), (5, 2));
+            assert_eq!(
+                tx.append(&StreamId::new("User", "b"), ExpectedVersion::Exact(1), &[]),
+                Err(StoreError::Conflict {
+                    expected: 1,
+                    actual: 2
+                })
+            );
+            tx.commit().unwrap();
+        }
+        // Opened again: already at the current schema, nothing migrated twice.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.read_all(0, 100).unwrap().len(), 5);
+        assert_eq!(
+            store.stream_version(&StreamId::new("User", "a")).unwrap(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_store_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n1.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99;")
+            .unwrap();
+        match SqliteStore::open(&path) {
+            Err(StoreError::Io(m)) => assert!(m.contains("schema version 99"), "{m}"),
+            Err(other) => panic!("wrong error: {other:?}"),
+            Ok(_) => panic!("a store of schema 99 was opened"),
+        }
+    }
 
     /// The settings the durability promise rests on ("a reply goes out only once its transaction
     /// is fsync'd; a second process is refused"): WAL, a sync of the WAL at every commit, and the
