@@ -32,7 +32,7 @@ fn append_batch<S: EventStore>(store: &mut S, next: &mut u64, batch: u64) {
         *next += 1;
         let stream = StreamId::new("User", format!("user-{i}"));
         black_box(
-            tx.append(&stream, ExpectedVersion::Exact(0), &[event(i)])
+            tx.append(&stream, ExpectedVersion::Exact(0), vec![event(i)])
                 .unwrap(),
         );
     }

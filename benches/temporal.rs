@@ -51,7 +51,7 @@ fn fill<S: EventStore>(store: &mut S, every: u64) {
             timestamp: time(v),
             data: e.to_data(),
         };
-        tx.append(&stream, ExpectedVersion::Exact(v - 1), &[new])
+        tx.append(&stream, ExpectedVersion::Exact(v - 1), vec![new])
             .unwrap();
         state.evolve(&e);
         if every > 0 && v % every == 0 {

@@ -225,7 +225,7 @@ fn execute_on<A: Aggregate, T: StoreWrite>(
         })
         .collect();
     let stream = StreamId::new(A::CATEGORY, id);
-    let recorded = tx.append(&stream, cmd.expected, &new)?;
+    let recorded = tx.append(&stream, cmd.expected, new)?;
     if recorded.is_empty() {
         return Ok(recorded);
     }

@@ -40,7 +40,7 @@ fn append_commit<S: EventStore>(
     store: &mut S,
     s: &StreamId,
     expected: ExpectedVersion,
-    events: &[NewEvent],
+    events: Vec<NewEvent>,
 ) -> Vec<RecordedEvent> {
     let mut tx = store.begin().unwrap();
     let recorded = tx.append(s, expected, events).unwrap();
@@ -88,7 +88,12 @@ fn empty_store_reads_nothing<S: EventStore>(store: &mut S) {
 
 fn append_to_new_stream<S: EventStore>(store: &mut S) {
     let events = [ev("UserCreated", 10, 1), ev("UserRenamed", 20, 2)];
-    let recorded = append_commit(store, &stream("a"), ExpectedVersion::Exact(0), &events);
+    let recorded = append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Exact(0),
+        events.to_vec(),
+    );
     assert_eq!(
         recorded,
         vec![
@@ -125,13 +130,13 @@ fn append_to_existing_stream<S: EventStore>(store: &mut S) {
         store,
         &stream("a"),
         ExpectedVersion::Exact(0),
-        &[ev("E", 1, 1)],
+        vec![ev("E", 1, 1)],
     );
     let second = append_commit(
         store,
         &stream("a"),
         ExpectedVersion::Exact(1),
-        &[ev("E", 2, 2), ev("E", 3, 3)],
+        vec![ev("E", 2, 2), ev("E", 3, 3)],
     );
     assert_eq!(versions(&second), [2, 3]);
     assert_eq!(positions(&second), [2, 3]);
@@ -143,21 +148,26 @@ fn append_to_existing_stream<S: EventStore>(store: &mut S) {
 
 fn positions_are_global_and_gap_free<S: EventStore>(store: &mut S) {
     // Interleave three streams, some appends in one transaction, some in several.
-    append_commit(store, &stream("a"), ExpectedVersion::Any, &[ev("E", 1, 1)]);
+    append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Any,
+        vec![ev("E", 1, 1)],
+    );
     {
         let mut tx = store.begin().unwrap();
         let b = tx
-            .append(&stream("b"), ExpectedVersion::Any, &[ev("E", 2, 2)])
+            .append(&stream("b"), ExpectedVersion::Any, vec![ev("E", 2, 2)])
             .unwrap();
         let a = tx
             .append(
                 &stream("a"),
                 ExpectedVersion::Exact(1),
-                &[ev("E", 3, 3), ev("E", 4, 4)],
+                vec![ev("E", 3, 3), ev("E", 4, 4)],
             )
             .unwrap();
         let c = tx
-            .append(&stream("c"), ExpectedVersion::Exact(0), &[ev("E", 5, 5)])
+            .append(&stream("c"), ExpectedVersion::Exact(0), vec![ev("E", 5, 5)])
             .unwrap();
         assert_eq!(positions(&b), [2]);
         assert_eq!(positions(&a), [3, 4]);
@@ -170,7 +180,7 @@ fn positions_are_global_and_gap_free<S: EventStore>(store: &mut S) {
         store,
         &stream("b"),
         ExpectedVersion::Exact(1),
-        &[ev("E", 6, 6)],
+        vec![ev("E", 6, 6)],
     );
     assert_eq!(positions(&b), [6]);
     assert_eq!(versions(&b), [2]);
@@ -189,8 +199,13 @@ fn positions_are_global_and_gap_free<S: EventStore>(store: &mut S) {
 fn categories_are_separate_streams<S: EventStore>(store: &mut S) {
     let user = StreamId::new("User", "x");
     let order = StreamId::new("Order", "x");
-    append_commit(store, &user, ExpectedVersion::Exact(0), &[ev("E", 1, 1)]);
-    let o = append_commit(store, &order, ExpectedVersion::Exact(0), &[ev("E", 2, 2)]);
+    append_commit(store, &user, ExpectedVersion::Exact(0), vec![ev("E", 1, 1)]);
+    let o = append_commit(
+        store,
+        &order,
+        ExpectedVersion::Exact(0),
+        vec![ev("E", 2, 2)],
+    );
     assert_eq!(versions(&o), [1]);
     assert_eq!(o[0].stream, order);
     assert_eq!(store.stream_version(&user).unwrap(), 1);
@@ -224,7 +239,7 @@ fn unusual_ids_and_data_round_trip<S: EventStore>(store: &mut S) {
         store,
         &odd,
         ExpectedVersion::Exact(0),
-        &[first.clone(), e.clone(), last.clone()],
+        vec![first.clone(), e.clone(), last.clone()],
     );
     let back = store.read_stream(&odd, 0, Upto::End).unwrap();
     assert_eq!(back, recorded);
@@ -266,7 +281,7 @@ fn exact_version_conflict_writes_nothing<S: EventStore>(store: &mut S) {
         store,
         &stream("a"),
         ExpectedVersion::Exact(0),
-        &[ev("E", 1, 1), ev("E", 2, 2)],
+        vec![ev("E", 1, 1), ev("E", 2, 2)],
     );
     let mut tx = store.begin().unwrap();
     // Behind, ahead, and "must not exist" on an existing stream.
@@ -275,7 +290,7 @@ fn exact_version_conflict_writes_nothing<S: EventStore>(store: &mut S) {
             tx.append(
                 &stream("a"),
                 ExpectedVersion::Exact(expected),
-                &[ev("E", 3, 3), ev("E", 4, 4)]
+                vec![ev("E", 3, 3), ev("E", 4, 4)]
             ),
             Err(StoreError::Conflict {
                 expected,
@@ -285,7 +300,11 @@ fn exact_version_conflict_writes_nothing<S: EventStore>(store: &mut S) {
     }
     // A stream that does not exist is at version 0.
     assert_eq!(
-        tx.append(&stream("new"), ExpectedVersion::Exact(1), &[ev("E", 3, 3)]),
+        tx.append(
+            &stream("new"),
+            ExpectedVersion::Exact(1),
+            vec![ev("E", 3, 3)]
+        ),
         Err(StoreError::Conflict {
             expected: 1,
             actual: 0
@@ -299,17 +318,21 @@ fn exact_version_conflict_writes_nothing<S: EventStore>(store: &mut S) {
 
     // The transaction is still usable: the right version goes through, positions stay gap-free.
     let ok = tx
-        .append(&stream("a"), ExpectedVersion::Exact(2), &[ev("E", 3, 3)])
+        .append(&stream("a"), ExpectedVersion::Exact(2), vec![ev("E", 3, 3)])
         .unwrap();
     assert_eq!(versions(&ok), [3]);
     assert_eq!(positions(&ok), [3]);
     let new = tx
-        .append(&stream("new"), ExpectedVersion::Exact(0), &[ev("E", 4, 4)])
+        .append(
+            &stream("new"),
+            ExpectedVersion::Exact(0),
+            vec![ev("E", 4, 4)],
+        )
         .unwrap();
     assert_eq!(positions(&new), [4]);
     // And after the conflict the old expectation is stale in turn.
     assert_eq!(
-        tx.append(&stream("a"), ExpectedVersion::Exact(2), &[ev("E", 5, 5)]),
+        tx.append(&stream("a"), ExpectedVersion::Exact(2), vec![ev("E", 5, 5)]),
         Err(StoreError::Conflict {
             expected: 2,
             actual: 3
@@ -328,32 +351,32 @@ fn empty_append_checks_version_only<S: EventStore>(store: &mut S) {
     let mut tx = store.begin().unwrap();
     // On a stream that does not exist.
     assert_eq!(
-        tx.append(&stream("a"), ExpectedVersion::Exact(0), &[]),
+        tx.append(&stream("a"), ExpectedVersion::Exact(0), vec![]),
         Ok(vec![])
     );
     assert_eq!(
-        tx.append(&stream("a"), ExpectedVersion::Exact(1), &[]),
+        tx.append(&stream("a"), ExpectedVersion::Exact(1), vec![]),
         Err(StoreError::Conflict {
             expected: 1,
             actual: 0
         })
     );
     assert_eq!(
-        tx.append(&stream("a"), ExpectedVersion::Any, &[]),
+        tx.append(&stream("a"), ExpectedVersion::Any, vec![]),
         Ok(vec![])
     );
     // It creates nothing.
     assert_eq!(tx.stream_version(&stream("a")).unwrap(), 0);
     assert_eq!(tx.head().unwrap(), 0);
-    tx.append(&stream("a"), ExpectedVersion::Exact(0), &[ev("E", 1, 1)])
+    tx.append(&stream("a"), ExpectedVersion::Exact(0), vec![ev("E", 1, 1)])
         .unwrap();
     // On an existing one.
     assert_eq!(
-        tx.append(&stream("a"), ExpectedVersion::Exact(1), &[]),
+        tx.append(&stream("a"), ExpectedVersion::Exact(1), vec![]),
         Ok(vec![])
     );
     assert_eq!(
-        tx.append(&stream("a"), ExpectedVersion::Exact(0), &[]),
+        tx.append(&stream("a"), ExpectedVersion::Exact(0), vec![]),
         Err(StoreError::Conflict {
             expected: 0,
             actual: 1
@@ -366,13 +389,18 @@ fn empty_append_checks_version_only<S: EventStore>(store: &mut S) {
 }
 
 fn expected_any_always_appends<S: EventStore>(store: &mut S) {
-    let first = append_commit(store, &stream("a"), ExpectedVersion::Any, &[ev("E", 1, 1)]);
+    let first = append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Any,
+        vec![ev("E", 1, 1)],
+    );
     assert_eq!(versions(&first), [1]);
     let second = append_commit(
         store,
         &stream("a"),
         ExpectedVersion::Any,
-        &[ev("E", 2, 2), ev("E", 3, 3)],
+        vec![ev("E", 2, 2), ev("E", 3, 3)],
     );
     assert_eq!(versions(&second), [2, 3]);
     assert_eq!(positions(&second), [2, 3]);
@@ -386,20 +414,20 @@ fn expected_any_always_appends<S: EventStore>(store: &mut S) {
 fn fill_for_reads<S: EventStore>(store: &mut S) {
     let a = stream("a");
     let b = stream("b");
-    append_commit(store, &a, ExpectedVersion::Exact(0), &[ev("E", 10, 1)]);
-    append_commit(store, &b, ExpectedVersion::Exact(0), &[ev("E", 15, 100)]);
+    append_commit(store, &a, ExpectedVersion::Exact(0), vec![ev("E", 10, 1)]);
+    append_commit(store, &b, ExpectedVersion::Exact(0), vec![ev("E", 15, 100)]);
     append_commit(
         store,
         &a,
         ExpectedVersion::Exact(1),
-        &[ev("E", 20, 2), ev("E", 20, 3)],
+        vec![ev("E", 20, 2), ev("E", 20, 3)],
     );
-    append_commit(store, &b, ExpectedVersion::Exact(1), &[ev("E", 25, 101)]);
+    append_commit(store, &b, ExpectedVersion::Exact(1), vec![ev("E", 25, 101)]);
     append_commit(
         store,
         &a,
         ExpectedVersion::Exact(3),
-        &[ev("E", 30, 4), ev("E", 40, 5)],
+        vec![ev("E", 30, 4), ev("E", 40, 5)],
     );
 }
 
@@ -494,7 +522,7 @@ fn head_follows_the_log<S: EventStore>(store: &mut S) {
     assert_eq!(store.head().unwrap(), 7);
     let mut tx = store.begin().unwrap();
     assert_eq!(tx.head().unwrap(), 7);
-    tx.append(&stream("c"), ExpectedVersion::Any, &[ev("E", 1, 1)])
+    tx.append(&stream("c"), ExpectedVersion::Any, vec![ev("E", 1, 1)])
         .unwrap();
     assert_eq!(tx.head().unwrap(), 8);
     tx.commit().unwrap();
@@ -723,9 +751,9 @@ fn checkpoints<S: EventStore>(store: &mut S) {
 
 /// Writes one of everything, in a transaction.
 fn write_everything<T: StoreWrite>(tx: &mut T, tag: u32) {
-    tx.append(&stream("a"), ExpectedVersion::Any, &[ev("E", 100, tag)])
+    tx.append(&stream("a"), ExpectedVersion::Any, vec![ev("E", 100, tag)])
         .unwrap();
-    tx.append(&stream("t"), ExpectedVersion::Any, &[ev("E", 100, tag)])
+    tx.append(&stream("t"), ExpectedVersion::Any, vec![ev("E", 100, tag)])
         .unwrap();
     tx.put_document("users", "a", Some(&format!("a{tag}")))
         .unwrap();
@@ -815,7 +843,7 @@ fn rollback_on_drop_of_a_fresh_store<S: EventStore>(store: &mut S) {
         store,
         &stream("t"),
         ExpectedVersion::Exact(0),
-        &[ev("E", 1, 9)],
+        vec![ev("E", 1, 9)],
     );
     assert_eq!(positions(&again), [1]);
     assert_eq!(versions(&again), [1]);
@@ -836,7 +864,7 @@ fn rollback_on_drop_restores_what_was_committed<S: EventStore>(store: &mut S) {
         tx.append(
             &stream("fresh"),
             ExpectedVersion::Exact(0),
-            &[ev("E", 1, 3), ev("E", 2, 4)],
+            vec![ev("E", 1, 3), ev("E", 2, 4)],
         )
         .unwrap();
         tx.put_document("users", "k1", None).unwrap();
@@ -863,7 +891,7 @@ fn rollback_on_drop_restores_what_was_committed<S: EventStore>(store: &mut S) {
         store,
         &stream("a"),
         ExpectedVersion::Exact(1),
-        &[ev("E", 200, 5)],
+        vec![ev("E", 200, 5)],
     );
     assert_eq!(positions(&next), [3]);
     assert_eq!(versions(&next), [2]);
@@ -871,7 +899,7 @@ fn rollback_on_drop_restores_what_was_committed<S: EventStore>(store: &mut S) {
         store,
         &stream("fresh"),
         ExpectedVersion::Exact(0),
-        &[ev("E", 1, 6)],
+        vec![ev("E", 1, 6)],
     );
     assert_eq!(positions(&fresh), [4]);
     assert_eq!(versions(&fresh), [1]);
@@ -884,17 +912,17 @@ fn rollback_after_a_conflict<S: EventStore>(store: &mut S) {
         store,
         &stream("a"),
         ExpectedVersion::Exact(0),
-        &[ev("E", 1, 1)],
+        vec![ev("E", 1, 1)],
     );
     {
         let mut tx = store.begin().unwrap();
-        tx.append(&stream("b"), ExpectedVersion::Exact(0), &[ev("E", 1, 2)])
+        tx.append(&stream("b"), ExpectedVersion::Exact(0), vec![ev("E", 1, 2)])
             .unwrap();
         assert!(matches!(
-            tx.append(&stream("a"), ExpectedVersion::Exact(0), &[ev("E", 1, 3)]),
+            tx.append(&stream("a"), ExpectedVersion::Exact(0), vec![ev("E", 1, 3)]),
             Err(StoreError::Conflict { .. })
         ));
-        tx.append(&stream("a"), ExpectedVersion::Exact(1), &[ev("E", 1, 4)])
+        tx.append(&stream("a"), ExpectedVersion::Exact(1), vec![ev("E", 1, 4)])
             .unwrap();
     }
     assert_eq!(ns(&log(store)), [data(1)]);
@@ -904,7 +932,7 @@ fn rollback_after_a_conflict<S: EventStore>(store: &mut S) {
         store,
         &stream("b"),
         ExpectedVersion::Exact(0),
-        &[ev("E", 1, 5)],
+        vec![ev("E", 1, 5)],
     );
     assert_eq!(positions(&b), [2]);
 }
@@ -916,7 +944,7 @@ fn many_transactions_in_a_row<S: EventStore>(store: &mut S) {
         let s = stream(&format!("s{}", i % 3));
         let mut tx = store.begin().unwrap();
         let recorded = tx
-            .append(&s, ExpectedVersion::Any, &[ev("E", i64::from(i), i)])
+            .append(&s, ExpectedVersion::Any, vec![ev("E", i64::from(i), i)])
             .unwrap();
         if i % 4 != 3 {
             tx.commit().unwrap();
@@ -1025,7 +1053,7 @@ mod sqlite_only {
                 &mut store,
                 &stream("a"),
                 ExpectedVersion::Exact(1),
-                &[ev("E", 200, 7)],
+                vec![ev("E", 200, 7)],
             );
             assert_eq!(positions(&next), [3]);
             assert_eq!(versions(&next), [2]);
@@ -1060,7 +1088,7 @@ mod sqlite_only {
             &mut first,
             &stream("a"),
             ExpectedVersion::Exact(0),
-            &[ev("E", 1, 1)],
+            vec![ev("E", 1, 1)],
         );
         assert!(matches!(
             SqliteStore::open(&path),

@@ -222,7 +222,7 @@ impl<T: StoreWrite> StoreWrite for FaultyTx<T> {
         &mut self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>> {
         self.faults.check(Op::Append)?;
         self.inner.append(stream, expected, events)
@@ -281,7 +281,7 @@ mod tests {
         faults.set(Op::Commit, Plan::Always);
         for _ in 0..2 {
             let mut tx = store.begin().unwrap();
-            tx.append(&s, ExpectedVersion::Any, &[event()]).unwrap();
+            tx.append(&s, ExpectedVersion::Any, vec![event()]).unwrap();
             assert!(matches!(tx.commit(), Err(StoreError::Io(_))));
             assert_eq!(store.head().unwrap(), 0);
         }
@@ -289,9 +289,9 @@ mod tests {
         faults.set(Op::Append, Plan::After { ok: 1 });
         faults.set(Op::Commit, Plan::Never);
         let mut tx = store.begin().unwrap();
-        tx.append(&s, ExpectedVersion::Exact(0), &[event()])
+        tx.append(&s, ExpectedVersion::Exact(0), vec![event()])
             .unwrap();
-        assert!(tx.append(&s, ExpectedVersion::Any, &[event()]).is_err());
+        assert!(tx.append(&s, ExpectedVersion::Any, vec![event()]).is_err());
         drop(tx);
         assert_eq!(store.head().unwrap(), 0);
 
@@ -302,7 +302,7 @@ mod tests {
 
         faults.clear();
         let mut tx = store.begin().unwrap();
-        tx.append(&s, ExpectedVersion::Exact(0), &[event()])
+        tx.append(&s, ExpectedVersion::Exact(0), vec![event()])
             .unwrap();
         tx.commit().unwrap();
         assert_eq!(store.head().unwrap(), 1);
@@ -315,7 +315,7 @@ mod tests {
         let s = StreamId::new("C", "a");
         let mut tx = store.begin().unwrap();
         assert_eq!(
-            tx.append(&s, ExpectedVersion::Exact(3), &[event()]),
+            tx.append(&s, ExpectedVersion::Exact(3), vec![event()]),
             Err(StoreError::Conflict {
                 expected: 3,
                 actual: 0

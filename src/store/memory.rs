@@ -465,7 +465,7 @@ impl StoreWrite for MemoryTx<'_> {
         &mut self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>> {
         let s = &mut *self.store;
         let found = s.streams.get_index_of(stream);
@@ -507,7 +507,7 @@ impl StoreWrite for MemoryTx<'_> {
         let slot32 = slot as u32;
         let st = s.contents.get_mut(slot);
         let mut recorded = Vec::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
+        for (i, e) in events.into_iter().enumerate() {
             let event_type = match s.types.get_index_of(e.event_type.as_str()) {
                 Some(t) => t,
                 None => s.types.insert_full(e.event_type.as_str().into()).0,
@@ -528,9 +528,9 @@ impl StoreWrite for MemoryTx<'_> {
                 stream: stream.clone(),
                 version,
                 position: first as Position + 1 + i as Position,
-                event_type: e.event_type.clone(),
+                event_type: e.event_type,
                 timestamp: e.timestamp,
-                data: e.data.clone(),
+                data: e.data,
             });
         }
         self.undo.push(Undo::Append {
@@ -647,14 +647,14 @@ mod tests {
                 let size = [CHUNK - 1, 1, CHUNK / 2 + 1, 0, CHUNK][(round + k) % 5];
                 let events: Vec<NewEvent> = (0..size).map(|i| ev(n + i)).collect();
                 n += size;
-                batch.extend(tx.append(stream, ExpectedVersion::Any, &events).unwrap());
+                batch.extend(tx.append(stream, ExpectedVersion::Any, events).unwrap());
             }
             // A stream created and dropped by the same transaction.
             batch.extend(
                 tx.append(
                     &StreamId::new("C", format!("new{round}")),
                     ExpectedVersion::Exact(0),
-                    &[ev(0)],
+                    vec![ev(0)],
                 )
                 .unwrap(),
             );
@@ -668,7 +668,7 @@ mod tests {
                 tx.commit().unwrap();
                 expected.extend(batch);
                 let mut tx = store.begin().unwrap();
-                tx.append(&streams[0], ExpectedVersion::Any, &[ev(1)])
+                tx.append(&streams[0], ExpectedVersion::Any, vec![ev(1)])
                     .unwrap();
             }
             assert_eq!(store.head().unwrap(), expected.len() as Position);

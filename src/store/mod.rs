@@ -211,13 +211,14 @@ pub trait StoreRead {
 /// A transaction. See the module docs for when its writes become visible and durable.
 pub trait StoreWrite: StoreRead {
     /// Appends `events` to `stream` if it is at `expected`, all of them or none, and returns
-    /// them as recorded. On [`StoreError::Conflict`] nothing was written and the transaction
-    /// can go on. An empty `events` only checks the version.
+    /// them as recorded (taken by value: their type and data move into the recorded events
+    /// instead of being copied). On [`StoreError::Conflict`] nothing was written and the
+    /// transaction can go on. An empty `events` only checks the version.
     fn append(
         &mut self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>>;
 
     /// Writes (`Some`) or deletes (`None`) a projection document.

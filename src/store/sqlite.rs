@@ -630,7 +630,7 @@ impl StoreWrite for SqliteTx<'_> {
         &mut self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>> {
         let stream_no = read(&self.tx).stream_no(stream)?;
         let actual = match stream_no {
@@ -661,14 +661,14 @@ impl StoreWrite for SqliteTx<'_> {
             )
             .map_err(sql_error)?;
         let mut recorded = Vec::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
+        for (i, e) in events.into_iter().enumerate() {
             let event = RecordedEvent {
                 stream: stream.clone(),
                 version: actual + 1 + i as Version,
                 position: self.head + 1 + i as Position,
-                event_type: e.event_type.clone(),
+                event_type: e.event_type,
                 timestamp: e.timestamp,
-                data: e.data.clone(),
+                data: e.data,
             };
             st.execute(params![
                 to_i64(event.position),
@@ -877,12 +877,16 @@ mod tests {
                 .append(
                     &StreamId::new("User", "a"),
                     ExpectedVersion::Exact(1),
-                    &[new],
+                    vec![new],
                 )
                 .unwrap();
             assert_eq!((recorded[0].position, recorded[0].version), (5, 2));
             assert_eq!(
-                tx.append(&StreamId::new("User", "b"), ExpectedVersion::Exact(1), &[]),
+                tx.append(
+                    &StreamId::new("User", "b"),
+                    ExpectedVersion::Exact(1),
+                    vec![]
+                ),
                 Err(StoreError::Conflict {
                     expected: 1,
                     actual: 2
