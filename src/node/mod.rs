@@ -55,12 +55,20 @@ pub struct Node<S: EventStore> {
     id: String,
 }
 
-/// A request made ready for the node: a command's fields are already read and checked (by
-/// [`Node::prepare`], which needs no state, so the server runs it on its reader thread).
+/// A request made ready for the node: a command's or a query's fields are already read and
+/// checked (by [`Node::prepare`], which needs no state, so the server runs it on its reader
+/// thread).
 pub struct Message {
-    /// The request; a command's body is left as `Command(Null)`, its content is in `command`.
+    /// The request; a command's or query's body is left as `Null`, its content is in `work`.
     request: Request,
-    command: Option<Result<command::Parsed, command::Failure>>,
+    work: Work,
+}
+
+enum Work {
+    Command(Option<Result<command::Parsed, command::Failure>>),
+    Query(Result<query::Query, query::Bad>),
+    /// Everything else is answered from the request itself.
+    Other,
 }
 
 impl Message {
@@ -131,13 +139,14 @@ impl<S: EventStore> Node<S> {
         self.handle(requests, out)
     }
 
-    /// Reads a command's fields (the part of the work that needs no state).
+    /// Reads a command's or a query's fields (the part of the work that needs no state).
     pub fn prepare(mut request: Request) -> Message {
-        let command = match &mut request.body {
-            Body::Command(c) => Some(command::parse(std::mem::take(c))),
-            _ => None,
+        let work = match &mut request.body {
+            Body::Command(c) => Work::Command(Some(command::parse(std::mem::take(c)))),
+            Body::Query(q) => Work::Query(query::parse(std::mem::take(q))),
+            _ => Work::Other,
         };
-        Message { request, command }
+        Message { request, work }
     }
 
     /// Handles a batch of requests in order, writing every reply to `out` (not flushed).
@@ -151,7 +160,7 @@ impl<S: EventStore> Node<S> {
             if !rest.iter().any(is_command) {
                 // Nothing to write: no transaction, queries read the store directly.
                 for m in rest.iter() {
-                    answer(&self.store, &mut self.id, &m.request, out)?;
+                    answer(&self.store, &mut self.id, m, out)?;
                 }
                 break;
             }
@@ -175,7 +184,7 @@ impl<S: EventStore> Node<S> {
                         if m.is_command() {
                             crash_reply(out, &self.id, &m.request, &text)?;
                         } else {
-                            answer(&self.store, &mut self.id, &m.request, out)?;
+                            answer(&self.store, &mut self.id, m, out)?;
                         }
                     }
                     break;
@@ -206,14 +215,18 @@ impl<S: EventStore> Node<S> {
                 break;
             }
             handled += 1;
-            if let Some(c) = m.command.take() {
+            let command = match &mut m.work {
+                Work::Command(c) => c.take(),
+                _ => None,
+            };
+            if let Some(c) = command {
                 let outcome = command::execute(users, projections, &mut tx, c)?;
                 if let Ok(events) = &outcome {
                     last = events.last().map(|e| e.position).or(last);
                 }
                 command::write_outcome(replies, id, &m.request, &outcome)
             } else {
-                answer(&tx, id, &m.request, replies)
+                answer(&tx, id, m, replies)
             }
             .map_err(|e| StoreError::Io(format!("buffering a reply: {e}")))?;
         }
@@ -229,20 +242,22 @@ impl<S: EventStore> Node<S> {
 fn answer(
     store: &impl StoreRead,
     id: &mut String,
-    r: &Request,
+    m: &Message,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    match &r.body {
-        Body::Init { node_id } => init::run(id, r, node_id, out),
-        Body::Query(q) => query::run(store, id, r, q, out),
-        Body::Invalid { code, text } => match &r.msg_id {
+    let r = &m.request;
+    match (&r.body, &m.work) {
+        (Body::Init { node_id }, _) => init::run(id, r, node_id, out),
+        (Body::Query(_), Work::Query(q)) => query::run(store, id, r, q, out),
+        (Body::Invalid { code, text }, _) => match &r.msg_id {
             Some(msg_id) => reply(out, id, r, &reply::Error::new(msg_id, *code, text)),
             None => {
                 tracing::warn!("unanswerable request (no msg_id): {text}");
                 Ok(())
             }
         },
-        Body::Command(_) => unreachable!("a command is run once, by Node::run_batch"),
+        (Body::Command(_), _) => unreachable!("a command is run once, by Node::run_batch"),
+        (Body::Query(_), _) => unreachable!("Node::prepare reads every query"),
     }
 }
 

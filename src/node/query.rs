@@ -31,22 +31,124 @@ impl From<StoreError> for QueryError {
     }
 }
 
-fn invalid(msg: impl Into<String>) -> QueryError {
-    QueryError::Bad(QueryCode::ValidationFailed, msg.into())
+type Answer = Result<Box<RawValue>, QueryError>;
+
+/// A query, read and checked: [`parse`] needs no state, so the server runs it on its reader
+/// thread, and the main thread only reads the store.
+pub(super) enum Query {
+    GetUser {
+        user_id: String,
+    },
+    ListUsers {
+        limit: usize,
+        after: Option<String>,
+    },
+    GetUserAtTime {
+        user_id: String,
+        at: Timestamp,
+        given: String,
+    },
+    GetUserAtVersion {
+        user_id: String,
+        version: u64,
+    },
+    GetUserHistory {
+        user_id: String,
+    },
 }
 
-type Answer = Result<Box<RawValue>, QueryError>;
+/// A query that cannot be run: the code and the text of its reply.
+pub(super) type Bad = (QueryCode, String);
+
+fn bad(msg: impl Into<String>) -> Bad {
+    (QueryCode::ValidationFailed, msg.into())
+}
+
+/// Reads the wire form of a query (`body.query`).
+pub(super) fn parse(query: Value) -> Result<Query, Bad> {
+    let Value::Object(mut query) = query else {
+        return Err(bad("body.query must be an object with 'type' and 'params'"));
+    };
+    let kind = match query.swap_remove("type") {
+        Some(Value::String(k)) => k,
+        _ => return Err(bad("query.type must be a string")),
+    };
+    let mut params = match query.swap_remove("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(bad("query.params must be an object")),
+    };
+    let mut user_id = || match params.swap_remove("userId") {
+        Some(Value::String(id)) if !id.is_empty() => Ok(id),
+        _ => Err(bad("params.userId must be a non-empty string")),
+    };
+    Ok(match kind.as_str() {
+        "GetUser" => Query::GetUser {
+            user_id: user_id()?,
+        },
+        "ListUsers" => {
+            let limit = match params.get("limit") {
+                None | Some(Value::Null) => DEFAULT_LIMIT,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n >= 1 => n.min(MAX_LIMIT),
+                    _ => {
+                        return Err(bad(
+                            "params.limit must be an integer >= 1 (at most 1000 are returned)",
+                        ))
+                    }
+                },
+            } as usize;
+            let after = match params.swap_remove("after") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(a)) => Some(a),
+                Some(_) => return Err(bad("params.after must be a user id (string)")),
+            };
+            Query::ListUsers { limit, after }
+        }
+        "GetUserAtTime" => {
+            let user_id = user_id()?;
+            let given = match params.swap_remove("timestamp") {
+                Some(Value::String(s)) => s,
+                _ => return Err(bad("params.timestamp must be an RFC 3339 string")),
+            };
+            let at = Timestamp::parse_clamped(&given)
+                .map_err(|e| bad(format!("params.timestamp: {e}")))?;
+            Query::GetUserAtTime { user_id, at, given }
+        }
+        "GetUserAtVersion" => {
+            let user_id = user_id()?;
+            let version = params
+                .get("version")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| bad("params.version must be an integer >= 0"))?;
+            Query::GetUserAtVersion { user_id, version }
+        }
+        "GetUserHistory" => Query::GetUserHistory {
+            user_id: user_id()?,
+        },
+        other => {
+            return Err((
+                QueryCode::UnknownQuery,
+                format!("unknown query type '{other}'"),
+            ))
+        }
+    })
+}
 
 pub(super) fn run(
     store: &impl StoreRead,
     id: &str,
     request: &Request,
-    query: &Value,
+    query: &Result<Query, Bad>,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let answer = answer(store, query);
     let Some(msg_id) = &request.msg_id else {
+        // Nobody to answer, and a read changes nothing: nothing to do.
         return Ok(());
+    };
+    let answer = match query {
+        Ok(q) => answer(store, q),
+        Err((code, error)) => Err(QueryError::Bad(*code, error.clone())),
     };
     match answer {
         Ok(data) => super::reply(out, id, request, &QueryOk::new(msg_id, &data)),
@@ -60,39 +162,25 @@ pub(super) fn run(
     }
 }
 
-fn answer(store: &impl StoreRead, query: &Value) -> Answer {
-    let Value::Object(query) = query else {
-        return Err(invalid(
-            "body.query must be an object with 'type' and 'params'",
-        ));
-    };
-    let kind = match query.get("type") {
-        Some(Value::String(k)) => k.as_str(),
-        _ => return Err(invalid("query.type must be a string")),
-    };
-    let empty = Map::new();
-    let params = match query.get("params") {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Object(p)) => p,
-        Some(_) => return Err(invalid("query.params must be an object")),
-    };
-    match kind {
-        "GetUser" => get_user(store, params),
-        "ListUsers" => list_users(store, params),
-        "GetUserAtTime" => get_user_at_time(store, params),
-        "GetUserAtVersion" => get_user_at_version(store, params),
-        "GetUserHistory" => get_user_history(store, params),
-        other => Err(QueryError::Bad(
-            QueryCode::UnknownQuery,
-            format!("unknown query type '{other}'"),
-        )),
-    }
-}
-
-fn user_id(params: &Map<String, Value>) -> Result<&str, QueryError> {
-    match params.get("userId") {
-        Some(Value::String(id)) if !id.is_empty() => Ok(id),
-        _ => Err(invalid("params.userId must be a non-empty string")),
+fn answer(store: &impl StoreRead, query: &Query) -> Answer {
+    match query {
+        Query::GetUser { user_id } => get_user(store, user_id),
+        Query::ListUsers { limit, after } => list_users(store, *limit, after.as_deref()),
+        Query::GetUserAtTime { user_id, at, given } => state_at(
+            store,
+            user_id,
+            Upto::Time(*at),
+            "at_time",
+            Value::String(given.clone()),
+        ),
+        Query::GetUserAtVersion { user_id, version } => state_at(
+            store,
+            user_id,
+            Upto::Version(*version),
+            "at_version",
+            Value::from(*version),
+        ),
+        Query::GetUserHistory { user_id } => get_user_history(store, user_id),
     }
 }
 
@@ -109,30 +197,14 @@ fn null() -> Box<RawValue> {
     RawValue::from_string("null".into()).expect("null is JSON")
 }
 
-fn get_user(store: &impl StoreRead, params: &Map<String, Value>) -> Answer {
-    match store.document(COLLECTION, user_id(params)?)? {
+fn get_user(store: &impl StoreRead, user_id: &str) -> Answer {
+    match store.document(COLLECTION, user_id)? {
         Some(doc) => raw_doc(doc),
         None => Ok(null()),
     }
 }
 
-fn list_users(store: &impl StoreRead, params: &Map<String, Value>) -> Answer {
-    let limit = match params.get("limit") {
-        None | Some(Value::Null) => DEFAULT_LIMIT,
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 => n.min(MAX_LIMIT),
-            _ => {
-                return Err(invalid(
-                    "params.limit must be an integer >= 1 (at most 1000 are returned)",
-                ))
-            }
-        },
-    } as usize;
-    let after = match params.get("after") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(a)) => Some(a.as_str()),
-        Some(_) => return Err(invalid("params.after must be a user id (string)")),
-    };
+fn list_users(store: &impl StoreRead, limit: usize, after: Option<&str>) -> Answer {
     let mut docs = store.documents(COLLECTION, after, limit + 1)?;
     let more = docs.len() > limit;
     docs.truncate(limit);
@@ -171,40 +243,7 @@ fn state_at(store: &impl StoreRead, id: &str, upto: Upto, key: &str, value: Valu
     raw(&data)
 }
 
-fn get_user_at_time(store: &impl StoreRead, params: &Map<String, Value>) -> Answer {
-    let id = user_id(params)?;
-    let given = match params.get("timestamp") {
-        Some(Value::String(s)) => s,
-        _ => return Err(invalid("params.timestamp must be an RFC 3339 string")),
-    };
-    let at =
-        Timestamp::parse_clamped(given).map_err(|e| invalid(format!("params.timestamp: {e}")))?;
-    state_at(
-        store,
-        id,
-        Upto::Time(at),
-        "at_time",
-        Value::String(given.clone()),
-    )
-}
-
-fn get_user_at_version(store: &impl StoreRead, params: &Map<String, Value>) -> Answer {
-    let id = user_id(params)?;
-    let version = params
-        .get("version")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| invalid("params.version must be an integer >= 0"))?;
-    state_at(
-        store,
-        id,
-        Upto::Version(version),
-        "at_version",
-        Value::from(version),
-    )
-}
-
-fn get_user_history(store: &impl StoreRead, params: &Map<String, Value>) -> Answer {
-    let id = user_id(params)?;
+fn get_user_history(store: &impl StoreRead, id: &str) -> Answer {
     let events = store.read_stream(&Repository::<User>::stream(id), 0, Upto::End)?;
     if events.is_empty() {
         return Ok(null());
