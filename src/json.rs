@@ -6,19 +6,29 @@ use serde_json::Value;
 /// A JSON string, quoted and escaped exactly as serde_json escapes it (`"`, `\\` and control
 /// characters; nothing else).
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    // No early exit: the compiler checks many bytes at once.
-    let plain = s
-        .bytes()
-        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
-    if plain {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        serialize(out, s);
+    let bytes = s.as_bytes();
+    if bytes.iter().any(|&b| ESCAPE[b as usize]) {
+        return serialize(out, s);
     }
+    // One reservation, then plain copies: most strings here are a few bytes long (keys, ids).
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
 }
+
+/// The bytes that serde_json escapes inside a string.
+static ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
 
 /// A JSON value, compact; strings through [`write_str`].
 pub fn write_value(out: &mut Vec<u8>, v: &Value) {
