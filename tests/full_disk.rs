@@ -4,19 +4,19 @@
 //! A command whose write fails gets error 13, never a success; queries keep being answered;
 //! nothing half-written is read back (`cqrs check`); writes succeed again once there is room.
 
-mod support;
+mod common;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::*;
 use serde_json::{json, Value};
-use support::*;
 
 /// Creates users `prefix0`, `prefix1`, ... one at a time (with a 3 KB name each) until `failures`
 /// of them have failed; every reply must be a success or error 13. Asks for a user after every
 /// command: queries are answered throughout. Returns (acknowledged ids, failed ids).
-fn fill(node: &mut Proc, prefix: &str, failures: usize) -> (Vec<String>, Vec<String>) {
+fn fill(node: &mut Node, prefix: &str, failures: usize) -> (Vec<String>, Vec<String>) {
     let name = "x".repeat(3000);
     let (mut acked, mut failed) = (Vec::new(), Vec::new());
     for i in 0..2000u64 {
@@ -40,7 +40,7 @@ fn fill(node: &mut Proc, prefix: &str, failures: usize) -> (Vec<String>, Vec<Str
 }
 
 /// Every acknowledged user reads back; no failed one does.
-fn assert_users(node: &mut Proc, acked: &[String], failed: &[String]) {
+fn assert_users(node: &mut Node, acked: &[String], failed: &[String]) {
     for (i, id) in acked.iter().enumerate() {
         let r = node.call(&get_user(100_000 + i as u64, id));
         assert_eq!(r["data"]["id"], json!(id), "acknowledged user lost: {r}");
@@ -52,7 +52,7 @@ fn assert_users(node: &mut Proc, acked: &[String], failed: &[String]) {
 }
 
 /// Sends the failed creates again: each must now succeed.
-fn retry(node: &mut Proc, failed: &[String]) {
+fn retry(node: &mut Node, failed: &[String]) {
     for (i, id) in failed.iter().enumerate() {
         let r = node.call(&create(300_000 + i as u64, id, "again"));
         assert!(is_success(&r), "once there is room, writes succeed: {r}");
@@ -61,29 +61,23 @@ fn retry(node: &mut Proc, failed: &[String]) {
 
 #[test]
 fn a_file_size_limit_fails_writes_with_error_13_and_a_restart_with_room_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let limit: libc::rlim_t = 512 * 1024;
-    let args = [
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--node-id",
-        "n1",
-    ];
-    let mut node = Proc::spawn_with(&args, |cmd| {
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let r = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &r) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    let mut cmd = n1_on(dir.path());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut node = Node::spawn_on_demand(&mut cmd);
     let (acked, failed) = fill(&mut node, "u", 5);
     eprintln!(
         "RLIMIT_FSIZE: {} writes fit, then {} failed",
@@ -96,17 +90,17 @@ fn a_file_size_limit_fails_writes_with_error_13_and_a_restart_with_room_succeeds
         acked.len()
     );
     assert_users(&mut node, &acked, &failed);
-    let (rest, status) = node.finish();
+    let Finished { rest, status, .. } = node.finish();
     assert!(rest.is_empty(), "{rest:?}");
     // Killed by SIGXFSZ would show here as a signal, not an exit code.
     assert_eq!(status.code(), Some(0), "{status:?}");
     assert_check(dir.path());
 
     // With room again: everything acknowledged is there, and the failed writes now succeed.
-    let mut node = Proc::durable(dir.path(), &[]);
+    let mut node = Node::durable(dir.path());
     assert_users(&mut node, &acked, &failed);
     retry(&mut node, &failed);
-    let (_, status) = node.finish();
+    let status = node.finish().status;
     assert!(status.success());
     assert_check(dir.path());
 }
@@ -138,7 +132,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_file_system_fails_writes_and_they_succeed_again_once_space_returns() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let Some(mnt) = Tmpfs::mount(dir.path(), "2m") else {
         eprintln!("note: cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE test covers write failures");
         return;
@@ -146,7 +140,7 @@ fn a_full_file_system_fails_writes_and_they_succeed_again_once_space_returns() {
     let filler = mnt.0.join("filler");
     std::fs::write(&filler, vec![0u8; 1536 * 1024]).unwrap();
     let data = mnt.0.join("data");
-    let mut node = Proc::durable(&data, &[]);
+    let mut node = Node::durable(&data);
     let (acked, failed) = fill(&mut node, "u", 3);
     eprintln!(
         "tmpfs: {} writes fit, then {} failed",
@@ -159,12 +153,12 @@ fn a_full_file_system_fails_writes_and_they_succeed_again_once_space_returns() {
     // Space returns while the node runs: the same node's writes succeed again.
     std::fs::remove_file(&filler).unwrap();
     retry(&mut node, &failed);
-    let (rest, status) = node.finish();
+    let Finished { rest, status, .. } = node.finish();
     assert!(rest.is_empty(), "{rest:?}");
     assert!(status.success(), "{status:?}");
     assert_check(&data);
 
-    let mut node = Proc::durable(&data, &[]);
+    let mut node = Node::durable(&data);
     assert_users(&mut node, &acked, &[]);
     for (i, id) in failed.iter().enumerate() {
         let r = node.call(&get_user(i as u64, id));

@@ -8,14 +8,14 @@
 //! * input that does not name the node (no `dest`, no `init`) is not held without bound while
 //!   the node waits to learn its id.
 
-mod support;
+mod common;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::*;
+use common::*;
 
 const MIB: u64 = 1 << 20;
 
@@ -79,22 +79,22 @@ fn peak_rss_until_stalled(pid: i32, written: &AtomicU64, limit: Duration) -> u64
 
 #[test]
 fn a_huge_line_is_skipped_as_it_streams_by() {
-    let mut node = Proc::spawn(&["--in-memory"]);
+    let mut node = Node::spawn_on_demand(cqrs().arg("--in-memory"));
     // 64 MiB against the default 1 MiB limit; its head names the request, so it is answered.
     let head = r#"{"src":"c1","dest":"n1","body":{"type":"query","msg_id":1,"pad":""#;
     let mut line = head.as_bytes().to_vec();
     line.resize(64 * MIB as usize, b'x');
     line.extend_from_slice(b"\"}}\n");
-    let stdin = node.stdin.take().unwrap();
+    let stdin = node.take_stdin();
     let next = get_user(2, "nobody") + "\n";
     let (_, w) = writer(stdin, vec![line, next.into_bytes()]);
-    let r = node.recv();
+    let r = node.recv_body();
     assert_eq!(r["type"], "error", "{r}");
     assert_eq!(r["code"], 12);
     assert_eq!(r["in_reply_to"], 1);
-    let r = node.recv();
+    let r = node.recv_body();
     assert_eq!(r["in_reply_to"], 2, "the node goes on: {r}");
-    node.stdin = w.join().unwrap();
+    node.restore_stdin(w.join().unwrap());
     let peak = status_bytes(node.pid(), "VmHWM");
     assert!(
         peak < 40 * MIB,
@@ -106,7 +106,7 @@ fn a_huge_line_is_skipped_as_it_streams_by() {
 
 #[test]
 fn a_client_that_does_not_read_its_replies_cannot_make_the_node_grow() {
-    let mut node = Proc::spawn(&["--in-memory", "--node-id", "n1"]);
+    let mut node = Node::spawn_on_demand(cqrs().args(["--in-memory", "--node-id", "n1"]));
     // A user whose every read is a 1 MiB reply: one unread reply fills the stdout pipe.
     create_big_user(&mut node);
 
@@ -124,7 +124,7 @@ fn a_client_that_does_not_read_its_replies_cannot_make_the_node_grow() {
         lines.push((line + "\n").into_bytes());
     }
     let total: u64 = lines.iter().map(|l| l.len() as u64).sum();
-    let stdin = node.stdin.take().unwrap();
+    let stdin = node.take_stdin();
     let (written, w) = writer(stdin, lines);
 
     let peak = peak_rss_until_stalled(node.pid(), &written, Duration::from_secs(30));
@@ -148,11 +148,10 @@ fn a_client_that_does_not_read_its_replies_cannot_make_the_node_grow() {
     // Now read: every reply arrives, in order.
     let mut line = String::new();
     for i in 1..n + 2 {
-        line.clear();
-        assert!(
-            node.stdout.read_line(&mut line).unwrap() > 0,
-            "reply {i} missing"
-        );
+        line = node
+            .recv_or_end()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("reply {i} missing"));
         let prefix = format!(r#""in_reply_to":{i},"#);
         assert!(
             line[..80].contains(&prefix),
@@ -163,13 +162,13 @@ fn a_client_that_does_not_read_its_replies_cannot_make_the_node_grow() {
     assert!(line.contains("query_result"));
     let stdin = w.join().unwrap();
     drop(stdin);
-    let (rest, status) = node.finish();
-    assert!(rest.is_empty());
-    assert!(status.success());
+    let end = node.finish();
+    assert!(end.rest.is_empty());
+    assert!(end.status.success());
 }
 
 /// A user whose every read is a reply of about 1 MiB.
-fn create_big_user(node: &mut Proc) {
+fn create_big_user(node: &mut Node) {
     let mut attrs = serde_json::Map::new();
     attrs.insert("id".into(), "big".into());
     attrs.insert("name".into(), "Big".into());
@@ -184,14 +183,14 @@ fn create_big_user(node: &mut Proc) {
 fn a_batch_of_large_replies_is_not_held_in_memory_whole() {
     // A command, then 800 reads of a 1 MiB user, sent at once: one batch, one transaction,
     // whose replies wait for its commit. They must not all wait in memory (800 MiB).
-    let mut node = Proc::spawn(&["--in-memory", "--node-id", "n1"]);
+    let mut node = Node::spawn_on_demand(cqrs().args(["--in-memory", "--node-id", "n1"]));
     create_big_user(&mut node);
     let n = 800;
     let mut data = create(1, "small", "S") + "\n";
     for i in 2..n + 2 {
         data += &(get_user(i, "big") + "\n");
     }
-    let stdin = node.stdin.take().unwrap();
+    let stdin = node.take_stdin();
     let (written, w) = writer(stdin, vec![data.into_bytes()]);
     let peak = peak_rss_until_stalled(node.pid(), &written, Duration::from_secs(30));
     // Give the node time to (wrongly) buffer: it stalls only once its stdout pipe is full.
@@ -202,48 +201,43 @@ fn a_batch_of_large_replies_is_not_held_in_memory_whole() {
         peak / MIB
     );
     assert!(peak < 150 * MIB, "RSS {} MiB", peak / MIB);
-    let r = node.recv();
+    let r = node.recv_body();
     assert!(is_success(&r) && r["in_reply_to"] == 1, "{r}");
-    let mut line = String::new();
     for i in 2..n + 2 {
-        line.clear();
-        assert!(
-            node.stdout.read_line(&mut line).unwrap() > 0,
-            "reply {i} missing"
-        );
+        let line = node
+            .recv_or_end()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("reply {i} missing"));
         let prefix = format!(r#""in_reply_to":{i},"data":{{"id":"big""#);
         assert!(line[..120].contains(&prefix), "reply {i}: {}", &line[..120]);
     }
-    node.stdin = w.join().unwrap();
-    let (rest, status) = node.finish();
-    assert!(rest.is_empty());
-    assert!(status.success());
+    node.restore_stdin(w.join().unwrap());
+    let end = node.finish();
+    assert!(end.rest.is_empty());
+    assert!(end.status.success());
 }
 
 #[test]
 fn input_that_names_no_node_is_not_held_without_bound() {
     // No --node-id: the node waits for a message that names it. 256 MiB of requests without a
     // `dest` must not pile up in memory meanwhile.
-    let mut node = Proc::spawn(&["--in-memory"]);
+    let mut node = Node::spawn_on_demand(cqrs().arg("--in-memory"));
     let pad = "p".repeat(256 * 1024);
     let line = format!(r#"{{"src":"c1","body":{{"type":"query","msg_id":1,"pad":"{pad}"}}}}"#);
     let lines: Vec<Vec<u8>> = (0..1024)
         .map(|_| format!("{line}\n").into_bytes())
         .collect();
-    let stdin = node.stdin.take().unwrap();
+    let stdin = node.take_stdin();
     let (written, w) = writer(stdin, lines);
     let peak = peak_rss_until_stalled(node.pid(), &written, Duration::from_secs(30));
-    node.stdin = w.join().unwrap();
+    node.restore_stdin(w.join().unwrap());
     eprintln!("256 MiB naming no node: peak RSS {} MiB", peak / MIB);
     assert!(peak < 200 * MIB, "RSS {} MiB", peak / MIB);
     // Then a message that names the node: it is answered, and so are the first requests that
     // were held (error 12: no dest), up to the bound.
     node.send(&get_user(7, "nobody"));
-    node.close_stdin();
-    let mut replies = Vec::new();
-    while let Some(r) = node.try_recv() {
-        replies.push(r);
-    }
+    let end = node.finish();
+    let replies = end.bodies();
     let last = replies.last().expect("an answer");
     assert_eq!(last["in_reply_to"], 7, "{last}");
     assert_eq!(last["type"], "query_result");
@@ -252,6 +246,5 @@ fn input_that_names_no_node_is_not_held_without_bound() {
     for r in &replies[..held] {
         assert_eq!(r["code"], 12, "{r}");
     }
-    let status = node.child.wait().unwrap();
-    assert!(status.success());
+    assert!(end.status.success());
 }

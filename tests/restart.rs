@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 
-use common::{assert_line, cqrs, rep, req, run_cli, tempdir, tree, Node};
+use common::{assert_line, cqrs, n1_on, rep, req, run_cli, tempdir, tree, Node};
 use serde_json::{json, Value};
 
 /// A history with versions 1..=4, and a second user, on `dir`.
@@ -283,7 +283,7 @@ fn kill_9_in_a_stream_of_pipelined_commands_loses_nothing_acknowledged() {
 
 /// `cqrs --data-dir DIR --node-id n1`.
 fn node_n1(dir: &Path) -> Node {
-    Node::spawn(cqrs().arg("--data-dir").arg(dir).args(["--node-id", "n1"]))
+    Node::spawn(&mut n1_on(dir))
 }
 
 #[track_caller]

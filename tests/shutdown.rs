@@ -1,19 +1,19 @@
 //! Shutdown: SIGTERM, SIGINT and the end of input finish the batch in hand, commit it, answer
 //! it, and exit 0. Every success printed is durable; nothing is applied without its answer.
 
-mod support;
+mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::*;
 use serde_json::{json, Value};
-use support::*;
 
 const N: u64 = 3000;
 
 /// Sends N creates (`u0`...) from a thread, as fast as the node takes them.
-fn flood(node: &mut Proc) -> std::thread::JoinHandle<()> {
-    let mut stdin = node.stdin.take().unwrap();
+fn flood(node: &mut Node) -> std::thread::JoinHandle<()> {
+    let mut stdin = node.take_stdin();
     std::thread::spawn(move || {
         use std::io::Write;
         let mut w = std::io::BufWriter::new(&mut stdin);
@@ -30,7 +30,7 @@ fn flood(node: &mut Proc) -> std::thread::JoinHandle<()> {
 
 /// Reads every reply left and waits for the node to exit. A watchdog kills a node that hangs
 /// (a guard against a stuck test, not a timing assertion: the test then fails on the status).
-fn wait(mut node: Proc) -> (Vec<Value>, std::process::ExitStatus) {
+fn wait(node: Node) -> (Vec<Value>, std::process::ExitStatus) {
     let pid = node.pid();
     let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
@@ -39,19 +39,15 @@ fn wait(mut node: Proc) -> (Vec<Value>, std::process::ExitStatus) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     });
-    let mut rest = Vec::new();
-    while let Some(v) = node.try_recv() {
-        rest.push(v);
-    }
-    let status = node.child.wait().unwrap();
+    let end = node.finish();
     let _ = cancel.send(());
     watchdog.join().unwrap();
-    (rest, status)
+    (end.bodies(), end.status)
 }
 
 /// The ids of the users a fresh node on `dir` holds, among u0..uN.
 fn stored_users(dir: &std::path::Path) -> BTreeSet<u64> {
-    let mut node = Proc::durable(dir, &[]);
+    let mut node = Node::durable(dir);
     let mut present = BTreeSet::new();
     let mut after = Value::Null;
     loop {
@@ -73,13 +69,13 @@ fn stored_users(dir: &std::path::Path) -> BTreeSet<u64> {
 }
 
 fn stop_with(sig: i32) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut node = Proc::durable(dir.path(), &[]);
+    let dir = tempdir();
+    let mut node = Node::durable(dir.path());
     let writer = flood(&mut node);
     // Some replies first, so that the signal lands while work is in hand.
     let mut acked = BTreeSet::new();
     for _ in 0..20 {
-        let r = node.recv();
+        let r = node.recv_body();
         assert!(is_success(&r), "{r}");
         acked.insert(r["in_reply_to"].as_u64().unwrap());
     }
@@ -113,8 +109,8 @@ fn sigint_finishes_the_batch_in_hand_and_exits_0() {
 #[test]
 fn a_signal_while_idle_exits_0_at_once() {
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut node = Proc::durable(dir.path(), &[]);
+        let dir = tempdir();
+        let mut node = Node::durable(dir.path());
         assert!(is_success(&node.call(&create(1, "a", "A"))));
         node.signal(sig);
         let (rest, status) = wait(node);
@@ -128,15 +124,15 @@ fn a_signal_while_idle_exits_0_at_once() {
 }
 
 fn stored_users_named(dir: &std::path::Path, id: &str) -> Value {
-    let mut node = Proc::durable(dir, &[]);
+    let mut node = Node::durable(dir);
     node.call(&get_user(1, id))["data"].clone()
 }
 
 #[test]
 fn end_of_input_answers_everything_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut node = Proc::durable(dir.path(), &[]);
-    let mut stdin = node.stdin.take().unwrap();
+    let dir = tempdir();
+    let mut node = Node::durable(dir.path());
+    let mut stdin = node.take_stdin();
     let writer = std::thread::spawn(move || {
         use std::io::Write;
         let mut w = std::io::BufWriter::new(&mut stdin);
