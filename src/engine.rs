@@ -42,8 +42,9 @@ impl<A: Default> Default for Loaded<A> {
 }
 
 /// A command with the envelope the engine needs around it.
-pub struct Execute<'c, C> {
-    pub command: &'c C,
+pub struct Execute<C> {
+    /// Taken by value: its data moves into the events ([`Aggregate::decide_owned`]).
+    pub command: C,
     pub expected: ExpectedVersion,
     /// When the change happened; `None`: now (but never before the aggregate's last event).
     pub time: Option<Timestamp>,
@@ -180,17 +181,17 @@ impl<A: Aggregate> Repository<A> {
     pub fn execute<T: StoreWrite>(
         &mut self,
         tx: &mut T,
-        cmd: Execute<'_, A::Command>,
+        cmd: Execute<A::Command>,
         then: impl FnOnce(&mut T, &A, &[RecordedEvent]) -> Result<(), StoreError>,
     ) -> Result<Vec<RecordedEvent>, CommandError> {
-        let id = A::target(cmd.command);
         let every = self.snapshot_every;
-        if let Some(loaded) = self.cache.get_mut(id) {
-            return execute_on(tx, loaded, id, cmd, every, then);
+        if let Some(loaded) = self.cache.get_mut(A::target(&cmd.command)) {
+            return execute_on(tx, loaded, cmd, every, then);
         }
-        let mut loaded = Self::load_at(tx, id, Upto::End)?;
-        let result = execute_on(tx, &mut loaded, id, cmd, every, then);
-        self.cache.insert(id, loaded);
+        let id = A::target(&cmd.command).to_string();
+        let mut loaded = Self::load_at(tx, &id, Upto::End)?;
+        let result = execute_on(tx, &mut loaded, cmd, every, then);
+        self.cache.insert(&id, loaded);
         result
     }
 }
@@ -199,11 +200,12 @@ impl<A: Aggregate> Repository<A> {
 fn execute_on<A: Aggregate, T: StoreWrite>(
     tx: &mut T,
     loaded: &mut Loaded<A>,
-    id: &str,
-    cmd: Execute<'_, A::Command>,
+    cmd: Execute<A::Command>,
     snapshot_every: u64,
     then: impl FnOnce(&mut T, &A, &[RecordedEvent]) -> Result<(), StoreError>,
 ) -> Result<Vec<RecordedEvent>, CommandError> {
+    let stream = StreamId::new(A::CATEGORY, A::target(&cmd.command));
+    let id = stream.id.as_str();
     let time = match (cmd.time, loaded.last_time) {
         (Some(t), Some(last)) if t < last => {
             return Err(Rejection::invalid(format!(
@@ -215,7 +217,7 @@ fn execute_on<A: Aggregate, T: StoreWrite>(
         (Some(t), _) => t,
         (None, last) => Timestamp::now().max(last.unwrap_or(Timestamp(i64::MIN))),
     };
-    let events = loaded.state.decide(cmd.command)?;
+    let events = loaded.state.decide_owned(cmd.command)?;
     let new: Vec<NewEvent> = events
         .iter()
         .map(|e| NewEvent {
@@ -224,7 +226,6 @@ fn execute_on<A: Aggregate, T: StoreWrite>(
             data: e.to_data(),
         })
         .collect();
-    let stream = StreamId::new(A::CATEGORY, id);
     let recorded = tx.append(&stream, cmd.expected, new)?;
     if recorded.is_empty() {
         return Ok(recorded);

@@ -36,6 +36,13 @@ pub trait Aggregate: Default + Clone {
     /// means the command is accepted but changes nothing.
     fn decide(&self, command: &Self::Command) -> Result<Vec<Self::Event>, Rejection>;
 
+    /// The same as [`Aggregate::decide`], for a command that is not needed afterwards: its data
+    /// can move into the events instead of being copied. The engine calls this one; the default
+    /// borrows.
+    fn decide_owned(&self, command: Self::Command) -> Result<Vec<Self::Event>, Rejection> {
+        self.decide(&command)
+    }
+
     /// The state after one event.
     fn evolve(&mut self, event: &Self::Event);
 

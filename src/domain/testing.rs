@@ -38,7 +38,7 @@ impl<A> AggregateTest<A>
 where
     A: Aggregate + PartialEq + Debug,
     A::Event: PartialEq + Debug + Clone,
-    A::Command: Debug,
+    A::Command: Debug + Clone,
 {
     /// The state after these events (the aggregate's history, oldest first).
     pub fn given(events: impl IntoIterator<Item = A::Event>) -> Self {
@@ -68,6 +68,11 @@ where
             result,
             "decide must give the same answer twice for {command:?}"
         );
+        assert_eq!(
+            self.state.decide_owned(command.clone()),
+            result,
+            "decide_owned must give the same answer as decide for {command:?}"
+        );
         assert_eq!(self.state, before, "decide must not change the state");
         When {
             state: self.state,
@@ -89,7 +94,7 @@ impl<A> When<A>
 where
     A: Aggregate + PartialEq + Debug,
     A::Event: PartialEq + Debug + Clone,
-    A::Command: Debug,
+    A::Command: Debug + Clone,
 {
     /// The raw outcome, for checks the `then_*` methods do not make.
     pub fn result(&self) -> &Result<Vec<A::Event>, Rejection> {
@@ -177,7 +182,7 @@ impl<A> Then<A>
 where
     A: Aggregate + PartialEq + Debug,
     A::Event: PartialEq + Debug + Clone,
-    A::Command: Debug,
+    A::Command: Debug + Clone,
 {
     /// The state after the given events and the decided ones.
     pub fn state(&self) -> &A {

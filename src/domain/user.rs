@@ -339,6 +339,26 @@ impl User {
     fn differs(&self, key: &str, value: &Value) -> bool {
         self.attributes.get(key) != Some(value)
     }
+
+    /// Why a `CreateUser` for `id` is refused in this state (it exists, or existed).
+    fn create_refused(&self, id: &str) -> Rejection {
+        if self.status == Status::Deleted {
+            Rejection::new(
+                RejectionKind::AlreadyExists,
+                format!("user id '{id}' belonged to a deleted user and cannot be reused"),
+            )
+        } else {
+            Rejection::new(
+                RejectionKind::AlreadyExists,
+                format!("user '{id}' already exists"),
+            )
+        }
+    }
+
+    /// [`User::differs`] for a string value, without making a `Value` of it.
+    fn differs_str(&self, key: &str, value: &str) -> bool {
+        !matches!(self.attributes.get(key), Some(Value::String(s)) if s == value)
+    }
 }
 
 impl Aggregate for User {
@@ -359,27 +379,23 @@ impl Aggregate for User {
     }
 
     fn decide(&self, command: &UserCommand) -> Result<Vec<UserEvent>, Rejection> {
-        let id = Self::target(command);
+        self.decide_owned(command.clone())
+    }
+
+    fn decide_owned(&self, command: UserCommand) -> Result<Vec<UserEvent>, Rejection> {
         match command {
             UserCommand::CreateUser { attributes } => match self.status {
-                Status::Absent => Ok(vec![UserEvent::UserCreated {
-                    attributes: attributes.clone(),
-                }]),
-                Status::Active => Err(Rejection::new(
-                    RejectionKind::AlreadyExists,
-                    format!("user '{id}' already exists"),
-                )),
-                Status::Deleted => Err(Rejection::new(
-                    RejectionKind::AlreadyExists,
-                    format!("user id '{id}' belonged to a deleted user and cannot be reused"),
-                )),
+                Status::Absent => Ok(vec![UserEvent::UserCreated { attributes }]),
+                _ => {
+                    let id = attributes.get("id").and_then(Value::as_str).unwrap_or("");
+                    Err(self.create_refused(id))
+                }
             },
-            UserCommand::UpdateUser { changes, .. } => {
-                self.must_be_active(id)?;
+            UserCommand::UpdateUser { changes, id } => {
+                self.must_be_active(&id)?;
                 let changed: Attributes = changes
-                    .iter()
+                    .into_iter()
                     .filter(|(k, v)| self.differs(k, v))
-                    .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 let new_keys = changed
                     .keys()
@@ -394,31 +410,27 @@ impl Aggregate for User {
                     vec![UserEvent::UserUpdated { changes: changed }]
                 })
             }
-            UserCommand::RenameUser { name, .. } => {
-                self.must_be_active(id)?;
-                let value = Value::String(name.clone());
-                Ok(if self.differs("name", &value) {
-                    vec![UserEvent::UserRenamed { name: name.clone() }]
+            UserCommand::RenameUser { name, id } => {
+                self.must_be_active(&id)?;
+                Ok(if self.differs_str("name", &name) {
+                    vec![UserEvent::UserRenamed { name }]
                 } else {
                     vec![]
                 })
             }
-            UserCommand::ChangeUserEmail { email, .. } => {
-                self.must_be_active(id)?;
-                let value = Value::String(email.clone());
-                if !self.differs("email", &value) {
+            UserCommand::ChangeUserEmail { email, id } => {
+                self.must_be_active(&id)?;
+                if !self.differs_str("email", &email) {
                     return Ok(vec![]);
                 }
                 if !self.attributes.contains_key("email") && self.attributes.len() >= MAX_ATTRIBUTES
                 {
                     return Err(too_many());
                 }
-                Ok(vec![UserEvent::UserEmailChanged {
-                    email: email.clone(),
-                }])
+                Ok(vec![UserEvent::UserEmailChanged { email }])
             }
-            UserCommand::DeleteUser { .. } => {
-                self.must_be_active(id)?;
+            UserCommand::DeleteUser { id } => {
+                self.must_be_active(&id)?;
                 Ok(vec![UserEvent::UserDeleted])
             }
         }

@@ -138,7 +138,7 @@ pub(super) fn execute<T: StoreWrite>(
         Err(f) => return Ok(Err(f)),
     };
     let run = Execute {
-        command: &parsed.command,
+        command: parsed.command,
         expected: parsed.expected,
         time: parsed.time,
     };
