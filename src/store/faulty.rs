@@ -149,58 +149,11 @@ pub struct FaultyTx<T> {
     faults: Arc<Faults>,
 }
 
-/// Implements [`StoreRead`] by checking [`Op::Read`], then asking `self.inner`.
-macro_rules! impl_faulty_read {
-    ($ty:ty, $($bound:tt)*) => {
-        impl<$($bound)*> StoreRead for $ty {
-            fn stream_version(&self, s: &StreamId) -> Result<Version> {
-                self.faults.check(Op::Read)?;
-                self.inner.stream_version(s)
-            }
-            fn read_stream(
-                &self,
-                s: &StreamId,
-                after: Version,
-                upto: Upto,
-            ) -> Result<Vec<RecordedEvent>> {
-                self.faults.check(Op::Read)?;
-                self.inner.read_stream(s, after, upto)
-            }
-            fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
-                self.faults.check(Op::Read)?;
-                self.inner.read_all(after, limit)
-            }
-            fn head(&self) -> Result<Position> {
-                self.faults.check(Op::Read)?;
-                self.inner.head()
-            }
-            fn snapshot(&self, s: &StreamId, upto: Upto) -> Result<Option<Snapshot>> {
-                self.faults.check(Op::Read)?;
-                self.inner.snapshot(s, upto)
-            }
-            fn document(&self, c: &str, k: &str) -> Result<Option<String>> {
-                self.faults.check(Op::Read)?;
-                self.inner.document(c, k)
-            }
-            fn documents(
-                &self,
-                c: &str,
-                after: Option<&str>,
-                limit: usize,
-            ) -> Result<Vec<(String, String)>> {
-                self.faults.check(Op::Read)?;
-                self.inner.documents(c, after, limit)
-            }
-            fn checkpoint(&self, p: &str) -> Result<Position> {
-                self.faults.check(Op::Read)?;
-                self.inner.checkpoint(p)
-            }
-        }
-    };
-}
-
-impl_faulty_read!(FaultyStore<S>, S: StoreRead);
-impl_faulty_read!(FaultyTx<T>, T: StoreRead);
+// Every read checks `Op::Read` first, then asks the wrapped store or transaction.
+delegate_store_read!(impl[S: StoreRead] FaultyStore<S>, |this| this.inner,
+    before: this.faults.check(Op::Read)?);
+delegate_store_read!(impl[T: StoreRead] FaultyTx<T>, |this| this.inner,
+    before: this.faults.check(Op::Read)?);
 
 impl<S: EventStore> EventStore for FaultyStore<S> {
     type Tx<'a>

@@ -414,46 +414,7 @@ impl Drop for MemoryTx<'_> {
     }
 }
 
-impl StoreRead for MemoryTx<'_> {
-    fn stream_version(&self, stream: &StreamId) -> Result<Version> {
-        self.store.stream_version(stream)
-    }
-    fn read_stream(&self, s: &StreamId, after: Version, upto: Upto) -> Result<Vec<RecordedEvent>> {
-        self.store.read_stream(s, after, upto)
-    }
-    fn visit_stream(
-        &self,
-        s: &StreamId,
-        after: Version,
-        upto: Upto,
-        visit: &mut dyn FnMut(EventView<'_>) -> Result<()>,
-    ) -> Result<()> {
-        self.store.visit_stream(s, after, upto, visit)
-    }
-    fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
-        self.store.read_all(after, limit)
-    }
-    fn head(&self) -> Result<Position> {
-        self.store.head()
-    }
-    fn snapshot(&self, stream: &StreamId, upto: Upto) -> Result<Option<Snapshot>> {
-        self.store.snapshot(stream, upto)
-    }
-    fn document(&self, collection: &str, key: &str) -> Result<Option<String>> {
-        self.store.document(collection, key)
-    }
-    fn documents(
-        &self,
-        c: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, String)>> {
-        self.store.documents(c, after, limit)
-    }
-    fn checkpoint(&self, projection: &str) -> Result<Position> {
-        self.store.checkpoint(projection)
-    }
-}
+delegate_store_read!(impl[] MemoryTx<'_>, |this| this.store);
 
 /// Indexes are kept as `u32`: a store holds fewer than 2^32 events (and so streams).
 fn index(i: usize) -> Result<u32> {

@@ -18,6 +18,77 @@
 //! checkpoint commit in the same transaction as the events that produced them (an *inline*
 //! projection). Snapshots are derived data: deleting them changes no answer.
 
+/// Implements [`StoreRead`] for a type by asking another `StoreRead`: `$inner` is an expression
+/// of `$this` (the `&self`), and the optional `before` runs first in every method (a fault
+/// check, say; it may return early with `?`). Used by the transactions and wrappers below.
+macro_rules! delegate_store_read {
+    (impl[$($gen:tt)*] $ty:ty, |$this:ident| $inner:expr $(, before: $before:expr)?) => {
+        impl<$($gen)*> StoreRead for $ty {
+            fn stream_version(&self, s: &StreamId) -> Result<Version> {
+                let $this = self;
+                $($before;)?
+                $inner.stream_version(s)
+            }
+            fn read_stream(
+                &self,
+                s: &StreamId,
+                after: Version,
+                upto: Upto,
+            ) -> Result<Vec<RecordedEvent>> {
+                let $this = self;
+                $($before;)?
+                $inner.read_stream(s, after, upto)
+            }
+            fn visit_stream(
+                &self,
+                s: &StreamId,
+                after: Version,
+                upto: Upto,
+                visit: &mut dyn FnMut(EventView<'_>) -> Result<()>,
+            ) -> Result<()> {
+                let $this = self;
+                $($before;)?
+                $inner.visit_stream(s, after, upto, visit)
+            }
+            fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
+                let $this = self;
+                $($before;)?
+                $inner.read_all(after, limit)
+            }
+            fn head(&self) -> Result<Position> {
+                let $this = self;
+                $($before;)?
+                $inner.head()
+            }
+            fn snapshot(&self, s: &StreamId, upto: Upto) -> Result<Option<Snapshot>> {
+                let $this = self;
+                $($before;)?
+                $inner.snapshot(s, upto)
+            }
+            fn document(&self, c: &str, k: &str) -> Result<Option<String>> {
+                let $this = self;
+                $($before;)?
+                $inner.document(c, k)
+            }
+            fn documents(
+                &self,
+                c: &str,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<(String, String)>> {
+                let $this = self;
+                $($before;)?
+                $inner.documents(c, after, limit)
+            }
+            fn checkpoint(&self, p: &str) -> Result<Position> {
+                let $this = self;
+                $($before;)?
+                $inner.checkpoint(p)
+            }
+        }
+    };
+}
+
 mod faulty;
 mod memory;
 mod sqlite;

@@ -373,7 +373,9 @@ impl Reader<'_> {
             .map(|v| v as Version)
             .map_err(sql_error)
     }
+}
 
+impl StoreRead for Reader<'_> {
     fn stream_version(&self, s: &StreamId) -> Result<Version> {
         match self.stream_no(s)? {
             Some(n) => self.version_of(n),
@@ -537,68 +539,8 @@ fn bounds(upto: Upto) -> (i64, i64) {
     }
 }
 
-/// Implements [`StoreRead`] for a type that can lend a `&Connection`.
-macro_rules! impl_store_read {
-    ($ty:ty, $this:ident => $conn:expr) => {
-        impl StoreRead for $ty {
-            fn stream_version(&self, s: &StreamId) -> Result<Version> {
-                let $this = self;
-                read($conn).stream_version(s)
-            }
-            fn read_stream(
-                &self,
-                s: &StreamId,
-                after: Version,
-                upto: Upto,
-            ) -> Result<Vec<RecordedEvent>> {
-                let $this = self;
-                read($conn).read_stream(s, after, upto)
-            }
-            fn visit_stream(
-                &self,
-                s: &StreamId,
-                after: Version,
-                upto: Upto,
-                visit: &mut dyn FnMut(EventView<'_>) -> Result<()>,
-            ) -> Result<()> {
-                let $this = self;
-                read($conn).visit_stream(s, after, upto, visit)
-            }
-            fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
-                let $this = self;
-                read($conn).read_all(after, limit)
-            }
-            fn head(&self) -> Result<Position> {
-                let $this = self;
-                read($conn).head()
-            }
-            fn snapshot(&self, s: &StreamId, upto: Upto) -> Result<Option<Snapshot>> {
-                let $this = self;
-                read($conn).snapshot(s, upto)
-            }
-            fn document(&self, c: &str, k: &str) -> Result<Option<String>> {
-                let $this = self;
-                read($conn).document(c, k)
-            }
-            fn documents(
-                &self,
-                c: &str,
-                after: Option<&str>,
-                limit: usize,
-            ) -> Result<Vec<(String, String)>> {
-                let $this = self;
-                read($conn).documents(c, after, limit)
-            }
-            fn checkpoint(&self, p: &str) -> Result<Position> {
-                let $this = self;
-                read($conn).checkpoint(p)
-            }
-        }
-    };
-}
-
-impl_store_read!(SqliteStore, this => &this.conn);
-impl_store_read!(SqliteTx<'_>, this => &this.tx);
+delegate_store_read!(impl[] SqliteStore, |this| read(&this.conn));
+delegate_store_read!(impl[] SqliteTx<'_>, |this| read(&this.tx));
 
 impl EventStore for SqliteStore {
     type Tx<'a> = SqliteTx<'a>;
