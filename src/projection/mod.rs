@@ -136,7 +136,8 @@ pub fn catch_up<S: EventStore>(
     Ok(applied)
 }
 
-/// Throws every projection's documents away and replays the whole log into them, atomically.
+/// Throws every projection's documents away and replays the whole log into them, atomically;
+/// returns how many events the log holds (each was replayed into every projection).
 pub fn rebuild<S: EventStore>(
     store: &mut S,
     projections: &[Box<dyn Projection>],
@@ -148,9 +149,10 @@ pub fn rebuild<S: EventStore>(
         }
         tx.set_checkpoint(p.name(), 0)?;
     }
-    let applied = catch_up_in(projections, &mut tx)? / projections.len().max(1) as u64;
+    catch_up_in(projections, &mut tx)?;
+    let events = tx.head()?;
     tx.commit()?;
-    Ok(applied)
+    Ok(events)
 }
 
 /// Differences between what a store holds and what a full replay of its log gives: the
