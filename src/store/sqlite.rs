@@ -84,33 +84,19 @@ CREATE TABLE IF NOT EXISTS snapshots (
 ) WITHOUT ROWID;
 ";
 
-/// From schema 0 (events with `category` and `stream` text columns) to 1, in one transaction:
-/// streams are numbered in the order they first appear in the log; every event keeps its
-/// position, version, type, time and data.
-const MIGRATE_0_TO_1: &str = "
-CREATE TABLE streams (
-    stream_no INTEGER PRIMARY KEY,
-    category  TEXT NOT NULL,
-    stream    TEXT NOT NULL,
-    UNIQUE (category, stream)
-);
+/// From schema 0 (events with `category` and `stream` text columns) to 1, around [`SCHEMA`]
+/// and in the same transaction: the old events table steps aside, the schema creates the new
+/// tables, then streams are numbered in the order they first appear in the log and every event
+/// is copied with its position, version, type, time and data.
+const MIGRATE_0_TO_1_BEFORE: &str = "ALTER TABLE events RENAME TO events_0;";
+const MIGRATE_0_TO_1_AFTER: &str = "
 INSERT INTO streams (category, stream)
-    SELECT category, stream FROM events GROUP BY category, stream ORDER BY MIN(position);
-CREATE TABLE events_1 (
-    position   INTEGER PRIMARY KEY,
-    stream_no  INTEGER NOT NULL,
-    version    INTEGER NOT NULL,
-    event_type TEXT    NOT NULL,
-    timestamp  INTEGER NOT NULL,
-    data       TEXT    NOT NULL,
-    UNIQUE (stream_no, version)
-);
-INSERT INTO events_1 (position, stream_no, version, event_type, timestamp, data)
+    SELECT category, stream FROM events_0 GROUP BY category, stream ORDER BY MIN(position);
+INSERT INTO events (position, stream_no, version, event_type, timestamp, data)
     SELECT e.position, s.stream_no, e.version, e.event_type, e.timestamp, e.data
-    FROM events e JOIN streams s ON s.category = e.category AND s.stream = e.stream
+    FROM events_0 e JOIN streams s ON s.category = e.category AND s.stream = e.stream
     ORDER BY e.position;
-DROP TABLE events;
-ALTER TABLE events_1 RENAME TO events;
+DROP TABLE events_0;
 ";
 
 pub struct SqliteStore {
@@ -170,7 +156,8 @@ impl SqliteStore {
     }
 }
 
-/// Brings the schema to [`SCHEMA_VERSION`]: creates it in a new store, migrates an older one.
+/// Brings the schema to [`SCHEMA_VERSION`]: creates it in a new store, migrates an older one,
+/// and does nothing (no write) to a store that is already there.
 fn migrate(conn: &Connection) -> Result<()> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -181,6 +168,9 @@ fn migrate(conn: &Connection) -> Result<()> {
              (written by a newer cqrs?)"
         )));
     }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
     let old_events: bool = conn
         .query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('events') WHERE name = 'category'",
@@ -188,13 +178,15 @@ fn migrate(conn: &Connection) -> Result<()> {
             |r| r.get(0),
         )
         .map_err(sql_error)?;
-    let mut sql = String::from("BEGIN EXCLUSIVE;");
-    if version == 0 && old_events {
+    let (before, after) = if old_events {
         tracing::info!("migrating the store to schema {SCHEMA_VERSION} (numbered streams)");
-        sql.push_str(MIGRATE_0_TO_1);
-    }
-    sql.push_str(SCHEMA);
-    sql.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"));
+        (MIGRATE_0_TO_1_BEFORE, MIGRATE_0_TO_1_AFTER)
+    } else {
+        ("", "")
+    };
+    let sql = format!(
+        "BEGIN EXCLUSIVE; {before} {SCHEMA} {after} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    );
     conn.execute_batch(&sql).map_err(|e| {
         // Nothing of a failed migration stays: it is one transaction.
         let _ = conn.execute_batch("ROLLBACK");
