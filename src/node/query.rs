@@ -20,18 +20,9 @@ use crate::timestamp::Timestamp;
 pub const DEFAULT_LIMIT: u64 = 100;
 pub const MAX_LIMIT: u64 = 1000;
 
-enum QueryError {
-    Bad(QueryCode, String),
-    Store(StoreError),
-}
-
-impl From<StoreError> for QueryError {
-    fn from(e: StoreError) -> Self {
-        QueryError::Store(e)
-    }
-}
-
-type Answer = Result<Box<RawValue>, QueryError>;
+/// A parsed query's answer: its `data`, or the store failure that stopped it (a query that
+/// cannot be run was already turned away by [`parse`]).
+type Answer = Result<Box<RawValue>, StoreError>;
 
 /// A query, read and checked: [`parse`] needs no state, so the server runs it on its reader
 /// thread, and the main thread only reads the store.
@@ -146,16 +137,15 @@ pub(super) fn run(
         // Nobody to answer, and a read changes nothing: nothing to do.
         return Ok(());
     };
-    let answer = match query {
-        Ok(q) => answer(store, q),
-        Err((code, error)) => Err(QueryError::Bad(*code, error.clone())),
-    };
-    match answer {
-        Ok(data) => super::reply(out, id, request, &QueryOk::new(msg_id, &data)),
-        Err(QueryError::Bad(code, error)) => {
-            super::reply(out, id, request, &QueryFailed::new(msg_id, code, &error))
+    let query = match query {
+        Ok(q) => q,
+        Err((code, error)) => {
+            return super::reply(out, id, request, &QueryFailed::new(msg_id, *code, error))
         }
-        Err(QueryError::Store(e)) => {
+    };
+    match answer(store, query) {
+        Ok(data) => super::reply(out, id, request, &QueryOk::new(msg_id, &data)),
+        Err(e) => {
             tracing::error!("query failed: {e}");
             super::crash_reply(out, id, request, &e.to_string())
         }
@@ -185,12 +175,11 @@ fn answer(store: &impl StoreRead, query: &Query) -> Answer {
 }
 
 fn raw(value: &impl Serialize) -> Answer {
-    to_raw_value(value).map_err(|e| QueryError::Store(StoreError::Corrupt(e.to_string())))
+    to_raw_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn raw_doc(doc: String) -> Answer {
-    RawValue::from_string(doc)
-        .map_err(|e| QueryError::Store(StoreError::Corrupt(format!("users document: {e}"))))
+    RawValue::from_string(doc).map_err(|e| StoreError::Corrupt(format!("users document: {e}")))
 }
 
 fn null() -> Box<RawValue> {
@@ -275,7 +264,7 @@ fn get_user_history(store: &impl StoreRead, id: &str) -> Answer {
                 data: raw_doc(e.data.clone())?,
             })
         })
-        .collect::<Result<Vec<_>, QueryError>>()?;
+        .collect::<Result<Vec<_>, StoreError>>()?;
     raw(&History {
         id,
         version: events.last().map_or(0, |e| e.version),
