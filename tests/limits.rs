@@ -248,3 +248,21 @@ fn input_that_names_no_node_is_not_held_without_bound() {
     }
     assert!(end.status.success());
 }
+
+/// The node turns transparent huge pages off for itself (docs/benchmarks.md: mimalloc kept
+/// faulting 2 MiB pages back in). Linux reports it in /proc/<pid>/status as `THP_enabled: 0`
+/// on kernels that have the field; elsewhere there is nothing to check.
+#[test]
+fn the_node_runs_without_transparent_huge_pages() {
+    let mut node = Node::in_memory();
+    // A reply means main() has run past its first line.
+    let reply = node.call(&get_user(1, "nobody"));
+    assert_eq!(reply["type"], "query_result");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap();
+    let thp = status.lines().find(|l| l.starts_with("THP_enabled:"));
+    node.finish().assert_clean();
+    match thp {
+        Some(line) => assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}"),
+        None => eprintln!("this kernel does not report THP_enabled; nothing to check"),
+    }
+}

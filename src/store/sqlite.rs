@@ -875,6 +875,9 @@ mod tests {
         assert_eq!(pragma("journal_mode"), "wal");
         assert_eq!(pragma("synchronous"), "2", "2 is FULL");
         assert_eq!(pragma("locking_mode"), "exclusive");
+        // The speed settings the module docs describe: a small page cache, reads through a map.
+        assert_eq!(pragma("cache_size"), "-8192", "8 MiB");
+        assert_ne!(pragma("mmap_size"), "0", "reads go through a memory map");
         assert!(matches!(
             SqliteStore::open(dir.path().join("n1.db")),
             Err(StoreError::Locked(_))
