@@ -12,6 +12,16 @@
 //!   is never held back. Replies are written with blocking writes: when nobody reads stdout, the
 //!   main thread stops, the queue fills, and the reader stops reading.
 //!
+//! **A lone request is handled where it was read.** When the reader has a few messages, no more
+//! input is waiting on stdin, and the main thread is idle with nothing queued, the reader
+//! handles them itself instead of queueing them: a client that sends one request and waits for
+//! its reply then costs no hand-off between threads (waking the main thread took about as long
+//! as the rest of the round trip without a commit; see docs/benchmarks.md, *One at a time*).
+//! Order is kept: the service and stdout sit behind one lock, the main thread handles a chunk
+//! under it and counts it as done before letting go, and the reader handles in place only when
+//! every chunk it sent is done. Under a stream of input the reader keeps reading and the main
+//! thread keeps handling, as above.
+//!
 //! Lines that cannot be answered (not JSON, no `src`) are reported on stderr by the reader and
 //! go no further.
 //!
@@ -22,11 +32,13 @@
 //! SIGTERM and SIGINT end the run after the batch in hand has been handled and answered; so does
 //! the end of input. Exit status 0.
 
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::node::{Config, Node};
 use crate::protocol::{self, Body, Incoming, Request};
@@ -34,7 +46,7 @@ use crate::store::{MemoryStore, SqliteStore, StoreError};
 use crate::transport::{self, Frame, LineReader};
 
 /// The work behind the pipeline.
-pub trait Service {
+pub trait Service: Send + 'static {
     /// A request made ready on the reader thread.
     type Message: Send + 'static;
 
@@ -128,6 +140,39 @@ enum Input<M> {
     End,
     /// A signal asked the node to stop.
     Stop,
+    /// The reader thread failed to write replies it handled itself.
+    Failed(io::Error),
+}
+
+/// What the two threads share.
+struct Shared<S> {
+    /// The service, once open, and stdout: whoever holds this lock handles requests.
+    handler: Mutex<Option<Handler<S>>>,
+    /// Chunks sent to the main thread and not yet handled (changed only under `handler`).
+    pending: AtomicUsize,
+    /// A signal asked the node to stop.
+    stop: AtomicBool,
+}
+
+impl<S> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, Option<Handler<S>>> {
+        // A panic while handling ends the process (the main thread's, or the reader's through
+        // the closed channel), so a poisoned lock only means "stopping": use it as it is.
+        self.handler.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Handler<S> {
+    service: S,
+    out: BufWriter<File>,
+}
+
+impl<S: Service> Handler<S> {
+    /// Handles a batch, writes its replies and flushes them.
+    fn handle(&mut self, batch: Vec<S::Message>) -> io::Result<()> {
+        self.service.handle(batch, &mut self.out)?;
+        self.out.flush()
+    }
 }
 
 impl Pipeline {
@@ -141,23 +186,32 @@ impl Pipeline {
         // the main thread falls behind (a chunk holds at most CHUNK messages or about
         // CHUNK_BYTES bytes of input).
         let (tx, rx) = sync_channel::<Input<S::Message>>(4);
-        let stop = Arc::new(AtomicBool::new(false));
-        watch_signals(tx.clone(), stop.clone())?;
+        let shared = Arc::new(Shared::<S> {
+            handler: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        watch_signals(tx.clone(), shared.clone())?;
         let reader = Reader {
             max_line: self.max_line_bytes,
             named: self.node_id.is_some(),
             held: 0,
+            shared: shared.clone(),
         };
         std::thread::Builder::new()
             .name("stdin".into())
             .spawn(move || reader.run(tx, S::prepare))?;
 
         let mut held = Vec::new();
+        let mut held_chunks = 0;
         let node_id = match self.node_id.clone() {
             Some(id) => id,
             None => loop {
                 match rx.recv() {
-                    Ok(Input::Messages(m)) => held.extend(m),
+                    Ok(Input::Messages(m)) => {
+                        held.extend(m);
+                        held_chunks += 1;
+                    }
                     Ok(Input::Named(id)) => break id,
                     // Input ended (or a signal came) before any message named the node:
                     // nothing to store, nobody to answer.
@@ -173,26 +227,54 @@ impl Pipeline {
                 }
             },
         };
-        let mut service = open(node_id)?;
-        let stdout = io::stdout();
-        let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+        let service = open(node_id)?;
+        // Replies go straight to the pipe (a second handle on fd 1), not through std's
+        // line-buffered `Stdout`: each batch is written by one `BufWriter` and flushed whole.
+        let stdout = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+        let mut handler = Handler {
+            service,
+            out: BufWriter::with_capacity(1 << 16, stdout),
+        };
         if !held.is_empty() {
-            service.handle(held, &mut out)?;
-            out.flush()?;
+            handler.handle(held)?;
+        }
+        {
+            let mut slot = shared.lock();
+            shared.pending.fetch_sub(held_chunks, Ordering::SeqCst);
+            *slot = Some(handler);
         }
 
+        let result = self.main_loop(&rx, &shared);
+        // Wait for a batch the reader thread may be handling, then close the service.
+        drop(shared.lock().take());
+        result?;
+        tracing::info!("input ended; every acknowledged event is durable");
+        Ok(())
+    }
+
+    /// Handles what the reader thread queues until the end of input, a signal or a failure.
+    fn main_loop<S: Service>(
+        &self,
+        rx: &std::sync::mpsc::Receiver<Input<S::Message>>,
+        shared: &Shared<S>,
+    ) -> Result<(), ServeError> {
         let mut ended = false;
-        while !ended && !stop.load(Ordering::SeqCst) {
+        while !ended && !shared.stop.load(Ordering::SeqCst) {
             let mut batch = Vec::new();
+            let mut chunks = 0;
             let mut next = rx.recv().ok();
             while let Some(input) = next {
                 match input {
-                    Input::Messages(m) => batch.extend(m),
+                    Input::Messages(m) => {
+                        batch.extend(m);
+                        chunks += 1;
+                    }
                     Input::Named(_) => {}
                     Input::End | Input::Stop => {
                         ended = true;
                         break;
                     }
+                    Input::Failed(e) => return Err(e.into()),
                 }
                 next = if batch.len() < self.max_batch {
                     rx.try_recv().ok()
@@ -200,20 +282,28 @@ impl Pipeline {
                     None
                 };
             }
-            if batch.is_empty() && !ended {
-                break; // every sender is gone
+            if chunks == 0 {
+                if !ended {
+                    break; // every sender is gone
+                }
+                continue;
             }
-            service.handle(batch, &mut out)?;
-            out.flush()?;
+            let mut slot = shared.lock();
+            let handler = slot
+                .as_mut()
+                .expect("the service is open until the main loop ends");
+            let result = handler.handle(batch);
+            shared.pending.fetch_sub(chunks, Ordering::SeqCst);
+            drop(slot);
+            result?;
         }
-        tracing::info!("input ended; every acknowledged event is durable");
         Ok(())
     }
 }
 
-fn watch_signals<M: Send + 'static>(
-    tx: SyncSender<Input<M>>,
-    stop: Arc<AtomicBool>,
+fn watch_signals<S: Service>(
+    tx: SyncSender<Input<S::Message>>,
+    shared: Arc<Shared<S>>,
 ) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
@@ -222,7 +312,7 @@ fn watch_signals<M: Send + 'static>(
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 tracing::info!(signal = sig, "stopping after the batch in hand");
-                stop.store(true, Ordering::SeqCst);
+                shared.stop.store(true, Ordering::SeqCst);
                 let _ = tx.send(Input::Stop);
             }
         })?;
@@ -234,24 +324,30 @@ const CHUNK: usize = 256;
 /// ... and about the most bytes of input (a chunk closes once it holds this much).
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// Most messages the reader thread handles itself (see the module's docs): a few clients each
+/// waiting for a reply, not a stream, which is better served by both threads.
+const INLINE_MAX: usize = 16;
+
 /// Most bytes of input held back, as requests, while no message has named the node yet; past
 /// that, such requests are reported on stderr and dropped (they cannot be answered without the
 /// node's id).
 pub const MAX_HELD_BYTES: usize = 16 << 20;
 
 /// The reader thread's state.
-struct Reader {
+struct Reader<S> {
     max_line: usize,
     /// Whether the node's id is known (given, or named by a message already read).
     named: bool,
     /// Bytes of input held back while not `named`.
     held: usize,
+    shared: Arc<Shared<S>>,
 }
 
-impl Reader {
+impl<S: Service> Reader<S> {
     /// Reads, parses and prepares stdin, and sends it in chunks: a chunk goes out as soon as no
-    /// more input is buffered, so a lone line is never held back waiting for more.
-    fn run<M: Send>(mut self, tx: SyncSender<Input<M>>, prepare: fn(Request) -> M) {
+    /// more input is buffered, so a lone line is never held back waiting for more. A few lone
+    /// messages may be handled here instead ([`Reader::handle_here`]).
+    fn run(mut self, tx: SyncSender<Input<S::Message>>, prepare: fn(Request) -> S::Message) {
         let stdin = io::stdin();
         let mut reader = LineReader::new(stdin.lock(), self.max_line);
         let mut chunk = Vec::new();
@@ -277,10 +373,21 @@ impl Reader {
             let full = chunk.len() >= CHUNK || bytes >= CHUNK_BYTES;
             if (end || full || !reader.has_buffered()) && !chunk.is_empty() {
                 bytes = 0;
-                if tx
-                    .send(Input::Messages(std::mem::take(&mut chunk)))
-                    .is_err()
-                {
+                let lone = !end && chunk.len() <= INLINE_MAX && !stdin_ready();
+                let chunk = std::mem::take(&mut chunk);
+                let chunk = match lone {
+                    true => match self.handle_here(chunk) {
+                        Ok(None) => continue,
+                        Ok(Some(chunk)) => chunk,
+                        Err(e) => {
+                            let _ = tx.send(Input::Failed(e));
+                            return;
+                        }
+                    },
+                    false => chunk,
+                };
+                self.shared.pending.fetch_add(1, Ordering::SeqCst);
+                if tx.send(Input::Messages(chunk)).is_err() {
                     return;
                 }
             }
@@ -291,14 +398,29 @@ impl Reader {
         }
     }
 
+    /// Handles `chunk` on this thread if the main thread is idle and has nothing queued (so
+    /// that order is kept); otherwise gives the chunk back, to be queued.
+    fn handle_here(&self, chunk: Vec<S::Message>) -> io::Result<Option<Vec<S::Message>>> {
+        let mut slot = match self.shared.handler.try_lock() {
+            Ok(slot) => slot,
+            Err(_) => return Ok(Some(chunk)),
+        };
+        let idle = self.shared.pending.load(Ordering::SeqCst) == 0
+            && !self.shared.stop.load(Ordering::SeqCst);
+        match slot.as_mut() {
+            Some(handler) if idle => handler.handle(chunk).map(|()| None),
+            _ => Ok(Some(chunk)),
+        }
+    }
+
     /// Parses a frame; the request, if it is one to pass on. Before the node is named, sends
     /// [`Input::Named`] (after the chunk so far) when this request names it.
-    fn take<M>(
+    fn take(
         &mut self,
         frame: Frame,
         len: usize,
-        tx: &SyncSender<Input<M>>,
-        chunk: &mut Vec<M>,
+        tx: &SyncSender<Input<S::Message>>,
+        chunk: &mut Vec<S::Message>,
     ) -> Option<Request> {
         // Only a whole line can name the node: the head of an over-long one may not be its
         // envelope.
@@ -341,6 +463,19 @@ impl Reader {
             }
         }
     }
+}
+
+/// Whether more input is waiting on stdin (or it has ended): then the messages in hand are part
+/// of a stream, not a lone request.
+fn stdin_ready() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n != 0 // on an error, say "ready": the chunk is then queued as before
 }
 
 fn to_incoming(frame: Frame, max_line: usize) -> Incoming {

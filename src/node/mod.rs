@@ -77,7 +77,7 @@ impl Message {
     }
 }
 
-impl<S: EventStore> Service for Node<S> {
+impl<S: EventStore + Send + 'static> Service for Node<S> {
     type Message = Message;
 
     fn prepare(request: Request) -> Message {

@@ -33,7 +33,7 @@ impl<T: StoreWrite> Documents for T {
 }
 
 /// A read model.
-pub trait Projection {
+pub trait Projection: Send {
     /// Unique name, used for its checkpoint.
     fn name(&self) -> &'static str;
     /// The document collections it owns (cleared by a rebuild).
