@@ -13,7 +13,9 @@
 //!    directory): standard input is the workload file, standard output a file; wall time from
 //!    spawn to exit, peak RSS and CPU time from `wait4`; every reply is then checked;
 //! 3. measures fdatasync on the same disk (write 4 KiB + `File::sync_data`, many times), and the
-//!    one-at-a-time latency of durable commands (send one, wait for its reply, repeat);
+//!    one-at-a-time latency of durable commands (send one, wait for its reply, repeat), in turn
+//!    with the same commands through the *durable floor* (`cqrs-echo --fsync-file`: the pipeline
+//!    plus one write + fdatasync per batch, the best a durable command can do here);
 //! 4. GetUserAtTime on one 10,000-event stream, with and without snapshots;
 //! 5. opening the durable store of step 2 (1,000,000 events at full size) and answering the
 //!    first GetUser, from spawn to reply;
@@ -1249,13 +1251,28 @@ fn bench_in(a: &RunArgs, bins: &Bins, s: &Sizes, dir: &Path) -> Res<()> {
         r.line("");
         let fsync_rate = 1.0 / mean(&lat.fsync).as_secs_f64();
         r.line(format!(
-            "The same {n} commands through the echo floor, one at a time (pipes and thread \
-             hand-offs, no work): p50 {}, p99 {}. Against 1 / (mean fsync) = {} /s, the durable \
+            "The same {n} commands through the echo floor, one at a time (pipes, no work): p50 \
+             {}, p99 {}. Against 1 / (mean fsync) = {} /s, the durable \
              commands reach {:.0}%.",
             ms(pct(&lat.echo, 0.5)),
             ms(pct(&lat.echo, 0.99)),
             thousands(fsync_rate),
             rate / fsync_rate * 100.0
+        ));
+        r.line("");
+        let floor = &lat.durable_echo;
+        let floor_rate = floor.len() as f64 / floor.iter().sum::<Duration>().as_secs_f64();
+        r.line(format!(
+            "The durable floor (`cqrs-echo --fsync-file`: the same pipeline, and one write of \
+             4 KiB + fdatasync per batch, no other work), taken in turn with the commands: p50 \
+             {}, p99 {}, mean {} ({} /s, {:.0}% of 1 / fdatasync): the best a durable command \
+             can do through these pipes on this disk. The durable commands reach {:.0}% of it.",
+            ms(pct(floor, 0.5)),
+            ms(pct(floor, 0.99)),
+            ms(mean(floor)),
+            thousands(floor_rate),
+            floor_rate / limit * 100.0,
+            rate / floor_rate * 100.0
         ));
         r.line("");
         r.target(
@@ -1476,6 +1493,10 @@ struct Latency {
     /// The same commands' round trips through the echo floor (pipes and thread hand-offs, no
     /// work), sorted.
     echo: Vec<Duration>,
+    /// The same commands' round trips through the durable floor (`cqrs-echo --fsync-file`: the
+    /// pipeline plus one write + fdatasync per batch, no other work), taken in turn with the
+    /// commands, sorted.
+    durable_echo: Vec<Duration>,
 }
 
 /// One-at-a-time durable commands (creates, then renames), each sent after the last reply, in
@@ -1521,6 +1542,11 @@ fn latency(bins: &Bins, dir: &Path, n: u64, seed: u64) -> Res<Latency> {
         Ok(t.elapsed())
     };
     let mut session = Session::start(&bins.cqrs, &["--data-dir".into(), d.display().to_string()])?;
+    let floor_file = dir.join("durable-floor");
+    let mut floor = Session::start(
+        &bins.echo,
+        &["--fsync-file".into(), floor_file.display().to_string()],
+    )?;
     let mut model = Model::default();
     let mut out = Latency {
         commands: Vec::with_capacity(lines.len()),
@@ -1528,6 +1554,7 @@ fn latency(bins: &Bins, dir: &Path, n: u64, seed: u64) -> Res<Latency> {
         append: Vec::with_capacity(lines.len()),
         fsync: Vec::with_capacity(lines.len()),
         echo: Vec::with_capacity(lines.len()),
+        durable_echo: Vec::with_capacity(lines.len()),
     };
     for (i, line) in lines.iter().enumerate() {
         out.overwrite.push(sample(&fixed, 0, false)?);
@@ -1536,8 +1563,14 @@ fn latency(bins: &Bins, dir: &Path, n: u64, seed: u64) -> Res<Latency> {
         out.fsync.push(sample(&full, 0, true)?);
         let t = session.one_at_a_time(std::slice::from_ref(line), &mut model)?;
         out.commands.extend(t);
+        let t = Instant::now();
+        floor.send(line)?;
+        floor.recv()?;
+        out.durable_echo.push(t.elapsed());
     }
     session.finish()?;
+    floor.finish()?;
+    let _ = fs::remove_file(&floor_file);
     drop((fixed, growing, full));
     let mut echo = Session::start(&bins.echo, &[])?;
     for line in &lines {
@@ -1556,6 +1589,7 @@ fn latency(bins: &Bins, dir: &Path, n: u64, seed: u64) -> Res<Latency> {
     out.append.sort();
     out.fsync.sort();
     out.echo.sort();
+    out.durable_echo.sort();
     Ok(out)
 }
 

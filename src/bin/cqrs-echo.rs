@@ -10,8 +10,16 @@
 //!
 //! The node's time divided by this program's time on the same workload is the benchmark's
 //! headline ratio: it cancels out how fast the machine is at moving and parsing JSON lines.
+//!
+//! With `--fsync-file PATH` it is the *durable floor*: before answering a batch it writes 4 KiB
+//! at the start of that file and calls fdatasync, as the benchmark's fdatasync probe does and
+//! as a node must do at least once per commit. Its one-at-a-time round trip is the shortest a
+//! durable command can have through this pipeline on this disk.
 
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
 use clap::Parser;
 use cqrs_node::protocol::{self, reply, Body, ErrorCode, Request};
@@ -35,12 +43,21 @@ struct Cli {
     /// Accepted and ignored, so that the same arguments can be given to `cqrs` and to the floor.
     #[arg(long)]
     in_memory: bool,
+    /// Before answering each batch, write 4 KiB at the start of this file (created if needed)
+    /// and fdatasync it: the durable floor.
+    #[arg(long)]
+    fsync_file: Option<PathBuf>,
 }
 
 struct Echo {
     id: String,
     null: Box<RawValue>,
+    /// The durable floor's file.
+    sync: Option<File>,
 }
+
+/// What the durable floor writes before each batch.
+const BLOCK: [u8; 4096] = [0xA5; 4096];
 
 /// What the fixed reply needs of a request; the rest of it is dropped on the reader thread,
 /// where it was allocated (as the node drops what it does not keep).
@@ -75,6 +92,10 @@ impl Service for Echo {
     }
 
     fn handle(&mut self, batch: Vec<Option<Answer>>, out: &mut impl Write) -> io::Result<()> {
+        if let Some(f) = &self.sync {
+            f.write_all_at(&BLOCK, 0)?;
+            f.sync_data()?;
+        }
         for a in batch.iter().flatten() {
             let (src, dest, msg_id) = (self.id.as_str(), a.src.as_str(), &a.msg_id);
             match &a.reply {
@@ -110,6 +131,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_line_bytes: cli.max_line_bytes as usize,
     };
     let null = RawValue::from_string("null".into()).expect("null is JSON");
-    pipeline.run(|id| Ok(Echo { id, null }))?;
+    let sync = match &cli.fsync_file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            // The block exists before the first batch: every batch overwrites in place.
+            f.write_all_at(&BLOCK, 0)?;
+            f.sync_all()?;
+            Some(f)
+        }
+        None => None,
+    };
+    pipeline.run(|id| Ok(Echo { id, null, sync }))?;
     Ok(())
 }
