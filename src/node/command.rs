@@ -8,12 +8,12 @@ use std::io::{self, Write};
 
 use serde_json::{Map, Value};
 
+use super::To;
 use crate::domain::user::{PayloadError, User, UserCommand};
 use crate::domain::RejectionKind;
 use crate::engine::{CommandError, Execute, Repository};
 use crate::projection::{self, Projection};
 use crate::protocol::reply::{CommandCode, CommandFailed, CommandOk, EventRef};
-use crate::protocol::Request;
 use crate::store::{ExpectedVersion, RecordedEvent, StoreError, StoreWrite};
 use crate::timestamp::Timestamp;
 
@@ -155,10 +155,10 @@ pub(super) fn execute<T: StoreWrite>(
 pub(super) fn write_outcome(
     out: &mut impl Write,
     id: &str,
-    request: &Request,
+    to: &To,
     outcome: &Outcome,
 ) -> io::Result<()> {
-    let Some(msg_id) = &request.msg_id else {
+    let Some(msg_id) = &to.msg_id else {
         if let Err(f) = outcome {
             tracing::warn!("command without msg_id failed: {}", f.error);
         }
@@ -173,12 +173,12 @@ pub(super) fn write_outcome(
                     aggregate_id: &e.stream.id,
                 })
                 .collect();
-            super::reply(out, id, request, &CommandOk::new(msg_id, refs))
+            super::reply(out, id, to, &CommandOk::new(msg_id, refs))
         }
         Err(f) => super::reply(
             out,
             id,
-            request,
+            to,
             &CommandFailed::new(msg_id, f.code, &f.error, f.current_version),
         ),
     }

@@ -5,17 +5,13 @@
 
 use std::io::{self, Write};
 
-use crate::protocol::{reply, Request};
+use super::To;
+use crate::protocol::reply;
 
-pub(super) fn run(
-    id: &mut String,
-    request: &Request,
-    node_id: &str,
-    out: &mut impl Write,
-) -> io::Result<()> {
+pub(super) fn run(id: &mut String, to: &To, node_id: &str, out: &mut impl Write) -> io::Result<()> {
     node_id.clone_into(id);
-    match &request.msg_id {
-        Some(msg_id) => super::reply(out, id, request, &reply::InitOk::new(msg_id)),
+    match &to.msg_id {
+        Some(msg_id) => super::reply(out, id, to, &reply::InitOk::new(msg_id)),
         None => Ok(()),
     }
 }

@@ -18,6 +18,8 @@ mod query;
 
 use std::io::{self, Write};
 
+use serde_json::Value;
+
 use crate::domain::user::User;
 use crate::engine::Repository;
 use crate::projection::{self, Projection};
@@ -59,21 +61,38 @@ pub struct Node<S: EventStore> {
 /// checked (by [`Node::prepare`], which needs no state, so the server runs it on its reader
 /// thread).
 pub struct Message {
-    /// The request; a command's or query's body is left as `Null`, its content is in `work`.
-    request: Request,
+    to: To,
     work: Work,
 }
 
+/// Whom a reply goes to: the request's `src`, and its `msg_id` (no reply without one).
+struct To {
+    src: String,
+    msg_id: Option<Value>,
+}
+
 enum Work {
+    /// A command, read and checked; taken when [`Node::run_batch`] runs it.
     Command(Option<Result<command::Parsed, command::Failure>>),
+    /// Anything else: answered without changing the store.
+    Read(Read),
+}
+
+enum Read {
+    Init {
+        node_id: String,
+    },
     Query(Result<query::Query, query::Bad>),
-    /// Everything else is answered from the request itself.
-    Other,
+    /// Identified but unusable: answered with a protocol error.
+    Invalid {
+        code: ErrorCode,
+        text: String,
+    },
 }
 
 impl Message {
     fn is_command(&self) -> bool {
-        matches!(self.request.body, Body::Command(_))
+        matches!(self.work, Work::Command(_))
     }
 }
 
@@ -140,13 +159,18 @@ impl<S: EventStore> Node<S> {
     }
 
     /// Reads a command's or a query's fields (the part of the work that needs no state).
-    pub fn prepare(mut request: Request) -> Message {
-        let work = match &mut request.body {
-            Body::Command(c) => Work::Command(Some(command::parse(std::mem::take(c)))),
-            Body::Query(q) => Work::Query(query::parse(std::mem::take(q))),
-            _ => Work::Other,
+    pub fn prepare(request: Request) -> Message {
+        let work = match request.body {
+            Body::Command(c) => Work::Command(Some(command::parse(c))),
+            Body::Query(q) => Work::Read(Read::Query(query::parse(q))),
+            Body::Init { node_id } => Work::Read(Read::Init { node_id }),
+            Body::Invalid { code, text } => Work::Read(Read::Invalid { code, text }),
         };
-        Message { request, work }
+        let to = To {
+            src: request.src,
+            msg_id: request.msg_id,
+        };
+        Message { to, work }
     }
 
     /// Handles a batch of requests in order, writing every reply to `out` (not flushed).
@@ -160,7 +184,9 @@ impl<S: EventStore> Node<S> {
             if !rest.iter().any(is_command) {
                 // Nothing to write: no transaction, queries read the store directly.
                 for m in rest.iter() {
-                    answer(&self.store, &mut self.id, m, out)?;
+                    if let Work::Read(read) = &m.work {
+                        answer(&self.store, &mut self.id, &m.to, read, out)?;
+                    }
                 }
                 break;
             }
@@ -181,10 +207,11 @@ impl<S: EventStore> Node<S> {
                     tracing::error!("a batch of {} message(s) failed: {e}", rest.len());
                     let text = format!("{e}; the command was not applied");
                     for m in rest.iter() {
-                        if m.is_command() {
-                            crash_reply(out, &self.id, &m.request, &text)?;
-                        } else {
-                            answer(&self.store, &mut self.id, m, out)?;
+                        match &m.work {
+                            Work::Command(_) => crash_reply(out, &self.id, &m.to, &text)?,
+                            Work::Read(read) => {
+                                answer(&self.store, &mut self.id, &m.to, read, out)?
+                            }
                         }
                     }
                     break;
@@ -215,18 +242,18 @@ impl<S: EventStore> Node<S> {
                 break;
             }
             handled += 1;
-            let command = match &mut m.work {
-                Work::Command(c) => c.take(),
-                _ => None,
-            };
-            if let Some(c) = command {
-                let outcome = command::execute(users, projections, &mut tx, c)?;
-                if let Ok(events) = &outcome {
-                    last = events.last().map(|e| e.position).or(last);
+            match &mut m.work {
+                Work::Command(c) => {
+                    // Each message of a batch is run once: `handle` moves past what this
+                    // transaction handled, or ends the batch when it fails.
+                    let c = c.take().expect("a command is run once");
+                    let outcome = command::execute(users, projections, &mut tx, c)?;
+                    if let Ok(events) = &outcome {
+                        last = events.last().map(|e| e.position).or(last);
+                    }
+                    command::write_outcome(replies, id, &m.to, &outcome)
                 }
-                command::write_outcome(replies, id, &m.request, &outcome)
-            } else {
-                answer(&tx, id, m, replies)
+                Work::Read(read) => answer(&tx, id, &m.to, read, replies),
             }
             .map_err(|e| StoreError::Io(format!("buffering a reply: {e}")))?;
         }
@@ -242,37 +269,30 @@ impl<S: EventStore> Node<S> {
 fn answer(
     store: &impl StoreRead,
     id: &mut String,
-    m: &Message,
+    to: &To,
+    read: &Read,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let r = &m.request;
-    match (&r.body, &m.work) {
-        (Body::Init { node_id }, _) => init::run(id, r, node_id, out),
-        (Body::Query(_), Work::Query(q)) => query::run(store, id, r, q, out),
-        (Body::Invalid { code, text }, _) => match &r.msg_id {
-            Some(msg_id) => reply(out, id, r, &reply::Error::new(msg_id, *code, text)),
+    match read {
+        Read::Init { node_id } => init::run(id, to, node_id, out),
+        Read::Query(q) => query::run(store, id, to, q, out),
+        Read::Invalid { code, text } => match &to.msg_id {
+            Some(msg_id) => reply(out, id, to, &reply::Error::new(msg_id, *code, text)),
             None => {
                 tracing::warn!("unanswerable request (no msg_id): {text}");
                 Ok(())
             }
         },
-        (Body::Command(_), _) => unreachable!("a command is run once, by Node::run_batch"),
-        (Body::Query(_), _) => unreachable!("Node::prepare reads every query"),
     }
 }
 
 /// Writes one reply from node `id` to the request's sender.
-fn reply<B: reply::WriteJson>(
-    out: &mut impl Write,
-    id: &str,
-    to: &Request,
-    body: &B,
-) -> io::Result<()> {
+fn reply<B: reply::WriteJson>(out: &mut impl Write, id: &str, to: &To, body: &B) -> io::Result<()> {
     protocol::write_message(out, id, &to.src, body)
 }
 
 /// Answers with protocol error 13 (the request was not carried out).
-fn crash_reply(out: &mut impl Write, id: &str, to: &Request, text: &str) -> io::Result<()> {
+fn crash_reply(out: &mut impl Write, id: &str, to: &To, text: &str) -> io::Result<()> {
     match &to.msg_id {
         Some(msg_id) => reply(
             out,

@@ -8,11 +8,11 @@ use serde::Serialize;
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{Map, Value};
 
+use super::To;
 use crate::domain::user::User;
 use crate::engine::Repository;
 use crate::projection::users::COLLECTION;
 use crate::protocol::reply::{QueryCode, QueryFailed, QueryOk};
-use crate::protocol::Request;
 use crate::store::{StoreError, StoreRead, Upto};
 use crate::timestamp::Timestamp;
 
@@ -129,25 +129,25 @@ pub(super) fn parse(query: Value) -> Result<Query, Bad> {
 pub(super) fn run(
     store: &impl StoreRead,
     id: &str,
-    request: &Request,
+    to: &To,
     query: &Result<Query, Bad>,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let Some(msg_id) = &request.msg_id else {
+    let Some(msg_id) = &to.msg_id else {
         // Nobody to answer, and a read changes nothing: nothing to do.
         return Ok(());
     };
     let query = match query {
         Ok(q) => q,
         Err((code, error)) => {
-            return super::reply(out, id, request, &QueryFailed::new(msg_id, *code, error))
+            return super::reply(out, id, to, &QueryFailed::new(msg_id, *code, error))
         }
     };
     match answer(store, query) {
-        Ok(data) => super::reply(out, id, request, &QueryOk::new(msg_id, &data)),
+        Ok(data) => super::reply(out, id, to, &QueryOk::new(msg_id, &data)),
         Err(e) => {
             tracing::error!("query failed: {e}");
-            super::crash_reply(out, id, request, &e.to_string())
+            super::crash_reply(out, id, to, &e.to_string())
         }
     }
 }
