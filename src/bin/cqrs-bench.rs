@@ -1192,14 +1192,26 @@ fn bench_in(a: &RunArgs, bins: &Bins, s: &Sizes, dir: &Path) -> Res<()> {
     // 2. fdatasync on this disk, and one-at-a-time durable commands, interleaved so that both
     // see the same disk (others may be using it too).
     if s.latency > 0 {
-        let lat = latency(bins, dir, s.latency, a.seed)?;
+        // Rounds, as for the streamed runs (each on a fresh store, the probes in turn with its
+        // commands); the round with the median ratio is shown, the others' ratios beside it.
+        let mut rounds = Vec::new();
+        for _ in 0..s.runs {
+            let lat = latency(bins, dir, s.latency, a.seed)?;
+            rounds.push((lat.ratio(), lat));
+        }
+        rounds.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let ratios: Vec<String> = rounds
+            .iter()
+            .map(|(r, _)| format!("{:.0}%", r * 100.0))
+            .collect();
+        let lat = rounds.swap_remove(rounds.len() / 2).1;
         r.line(format!(
             "## fdatasync on this disk ({} samples of each: write 4 KiB + File::sync_data, in {})",
             s.latency,
             dir.display()
         ));
         r.line("");
-        r.line("Taken in turn with the one-at-a-time commands below (probe, probe, command, ...).");
+        r.line("Taken in turn with the one-at-a-time commands below (probe, probe, command, ...), in the round shown there.");
         r.line("");
         r.line("| write | p50 | p99 | mean |");
         r.line("| --- | ---: | ---: | ---: |");
@@ -1233,6 +1245,13 @@ fn bench_in(a: &RunArgs, bins: &Bins, s: &Sizes, dir: &Path) -> Res<()> {
         let limit = 1.0 / fsync_time.as_secs_f64();
         r.line(format!(
             "## One-at-a-time durable commands ({n} commands, SQLite, send one, wait for its reply)"
+        ));
+        r.line("");
+        r.line(format!(
+            "{} round(s) of {n} commands, each on a fresh store; the round with the median ratio \
+             is shown. Ratios of the rounds: {}.",
+            ratios.len(),
+            ratios.join(", ")
         ));
         r.line("");
         r.line("| p50 | p90 | p99 | max | mean | commands/s | 1 / fdatasync | ratio |");
@@ -1478,6 +1497,14 @@ fn verified_events(text: &str) -> Option<u64> {
 
 fn mean(v: &[Duration]) -> Duration {
     v.iter().sum::<Duration>() / v.len() as u32
+}
+
+impl Latency {
+    /// The target's ratio: commands per second against 1 / fdatasync (the faster kind).
+    fn ratio(&self) -> f64 {
+        let fsync_time = mean(&self.overwrite).min(mean(&self.append));
+        fsync_time.as_secs_f64() / mean(&self.commands).as_secs_f64()
+    }
 }
 
 struct Latency {
