@@ -3,101 +3,17 @@
 //! string `src`, an object `body` and a non-null `msg_id` gets exactly one reply, in order, to
 //! that `src`, with that `in_reply_to`; other lines get none.
 
-use cqrs_node::node::{Config, Node};
-use cqrs_node::store::MemoryStore;
+mod check_lines;
+
+use check_lines::Checker;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-/// What a line must get, judged without the node's own parser.
-#[derive(Debug)]
-enum Expect {
-    /// Exactly one reply, to this `src`, with this `in_reply_to`.
-    One(String, Value),
-    /// No reply.
-    None,
-}
-
-/// Deeper than the parser goes: such a line may be answered with error 12 (when its envelope
-/// can be made out) or not; a batch holding one is only checked for well-formed replies.
-fn too_deep(line: &[u8]) -> bool {
-    line.iter().filter(|&&b| b == b'[' || b == b'{').count() > 127
-}
-
-/// The expectation for one line, and the node id after it (an `init` renames the node).
-fn expect(line: &[u8], id: &mut String) -> Expect {
-    let Ok(Value::Object(envelope)) = serde_json::from_slice::<Value>(line) else {
-        return Expect::None;
-    };
-    let (Some(Value::String(src)), Some(Value::Object(body))) =
-        (envelope.get("src"), envelope.get("body"))
-    else {
-        return Expect::None;
-    };
-    if let (Some(Value::String(_)), Some("init"), Some(Value::String(node_id))) = (
-        envelope.get("dest"),
-        body.get("type").and_then(Value::as_str),
-        body.get("node_id"),
-    ) {
-        if !node_id.is_empty() {
-            *id = node_id.clone();
-        }
-    }
-    match body.get("msg_id") {
-        None | Some(Value::Null) => Expect::None,
-        // As echoed: printed, then read back (serde_json's float parsing is not always exact,
-        // so a float can move by a unit in the last place on the way).
-        Some(msg_id) => Expect::One(
-            src.clone(),
-            serde_json::from_str(&msg_id.to_string()).unwrap(),
-        ),
-    }
-}
-
-/// Runs `batches` through a fresh node and checks every reply against the expectations.
+/// Runs `batches` through a fresh node and checks every reply (tests/check_lines).
 fn check(batches: &[Vec<Vec<u8>>]) -> Result<(), TestCaseError> {
-    let mut node = Node::open(
-        MemoryStore::new(),
-        "n1",
-        &Config {
-            cache_size: 2,
-            snapshot_every: 2,
-        },
-    )
-    .unwrap();
-    let mut id = "n1".to_string();
+    let mut checker = Checker::new();
     for batch in batches {
-        let mut out = Vec::new();
-        node.handle_lines(batch, &mut out).unwrap();
-        let text = String::from_utf8(out).expect("replies are UTF-8");
-        let mut replies = Vec::new();
-        for line in text.lines() {
-            let v: Value = serde_json::from_str(line).expect("every reply is JSON");
-            let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-            prop_assert_eq!(keys, vec!["src", "dest", "body"], "{}", line);
-            prop_assert!(v["body"]["type"].is_string(), "{}", line);
-            prop_assert!(v["body"].get("in_reply_to").is_some(), "{}", line);
-            replies.push(v);
-        }
-        if batch.iter().any(|l| too_deep(l)) {
-            for l in batch {
-                expect(l, &mut id);
-            }
-            continue;
-        }
-        let mut next = replies.iter();
-        for line in batch {
-            if let Expect::One(src, msg_id) = expect(line, &mut id) {
-                let shown = String::from_utf8_lossy(line);
-                let reply = next.next();
-                prop_assert!(reply.is_some(), "no reply to {}", shown);
-                let reply = reply.unwrap();
-                prop_assert_eq!(&reply["dest"], &Value::String(src), "{}", shown);
-                prop_assert_eq!(&reply["body"]["in_reply_to"], &msg_id, "{}", shown);
-                prop_assert_eq!(&reply["src"], &Value::String(id.clone()), "{}", shown);
-            }
-        }
-        let extra: Vec<&Value> = next.collect();
-        prop_assert!(extra.is_empty(), "replies nobody asked for: {:?}", extra);
+        checker.batch(batch).map_err(TestCaseError::fail)?;
     }
     Ok(())
 }
