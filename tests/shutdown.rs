@@ -106,6 +106,56 @@ fn sigint_finishes_the_batch_in_hand_and_exits_0() {
     stop_with(libc::SIGINT);
 }
 
+/// A client that sends one create at a time and waits for its reply (requests that the reader
+/// thread handles itself), stopped by a signal `after` some time: exit 0, and the users stored
+/// are exactly those answered (the request in hand is finished and answered; none after it is
+/// run).
+fn stop_one_at_a_time(sig: i32, after: Duration) {
+    let dir = tempdir();
+    let mut node = Node::durable(dir.path());
+    let pid = node.pid();
+    let signaller = std::thread::spawn(move || {
+        std::thread::sleep(after);
+        // SAFETY: kill(2) on our own child, unreaped until `wait` below.
+        unsafe { libc::kill(pid, sig) };
+    });
+    let mut acked = BTreeSet::new();
+    for i in 0..N {
+        node.send_lossy(&create(i, &format!("u{i}"), "x"));
+        match node.recv_or_end() {
+            Some(Ok(line)) => {
+                let r = body_of(&line);
+                assert!(is_success(&r), "{r}");
+                assert_eq!(r["in_reply_to"], i, "{r}");
+                acked.insert(i);
+            }
+            Some(Err(cut)) => panic!("a cut-off reply: {cut:?}"),
+            None => break, // the node has exited
+        }
+    }
+    signaller.join().unwrap();
+    let (rest, status) = wait(node);
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(status.code(), Some(0), "signal {sig}: {status:?}");
+    assert_eq!(stored_users(dir.path()), acked, "signal {sig}");
+    assert_check(dir.path());
+    eprintln!(
+        "signal {sig} after {after:?}: {} commands answered one at a time, all durable",
+        acked.len()
+    );
+}
+
+#[test]
+fn a_signal_between_lone_requests_finishes_the_one_in_hand() {
+    for (sig, ms) in [
+        (libc::SIGTERM, 50),
+        (libc::SIGINT, 120),
+        (libc::SIGTERM, 200),
+    ] {
+        stop_one_at_a_time(sig, Duration::from_millis(ms));
+    }
+}
+
 #[test]
 fn a_signal_while_idle_exits_0_at_once() {
     for sig in [libc::SIGTERM, libc::SIGINT] {
