@@ -223,23 +223,6 @@ impl StoreRead for MemoryStore {
         Ok(self.stream(stream).map_or(0, |s| s.events.len() as Version))
     }
 
-    fn read_stream(
-        &self,
-        stream: &StreamId,
-        after: Version,
-        upto: Upto,
-    ) -> Result<Vec<RecordedEvent>> {
-        let Some(s) = self.stream(stream) else {
-            return Ok(Vec::new());
-        };
-        let len = s.events.len();
-        let from = usize::try_from(after).map_or(len, |a| a.min(len));
-        Ok((from..len)
-            .take_while(|&i| upto.includes(i as Version + 1, s.events[i].timestamp))
-            .map(|i| self.recorded(stream.clone(), s, i))
-            .collect())
-    }
-
     fn visit_stream(
         &self,
         stream: &StreamId,

@@ -29,16 +29,6 @@ macro_rules! delegate_store_read {
                 $($before;)?
                 $inner.stream_version(s)
             }
-            fn read_stream(
-                &self,
-                s: &StreamId,
-                after: Version,
-                upto: Upto,
-            ) -> Result<Vec<RecordedEvent>> {
-                let $this = self;
-                $($before;)?
-                $inner.read_stream(s, after, upto)
-            }
             fn visit_stream(
                 &self,
                 s: &StreamId,
@@ -153,19 +143,6 @@ pub struct RecordedEvent {
     pub data: String,
 }
 
-impl RecordedEvent {
-    /// The event as [`StoreRead::visit_stream`] lends it.
-    pub fn view(&self) -> EventView<'_> {
-        EventView {
-            position: self.position,
-            version: self.version,
-            event_type: &self.event_type,
-            timestamp: self.timestamp,
-            data: &self.data,
-        }
-    }
-}
-
 /// An event of a stream, lent by the store while it reads ([`StoreRead::visit_stream`]): the
 /// same fields as a [`RecordedEvent`] but the stream's, and nothing copied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +152,20 @@ pub struct EventView<'a> {
     pub event_type: &'a str,
     pub timestamp: Timestamp,
     pub data: &'a str,
+}
+
+impl EventView<'_> {
+    /// The event, copied out, in `stream`.
+    pub fn to_recorded(&self, stream: &StreamId) -> RecordedEvent {
+        RecordedEvent {
+            stream: stream.clone(),
+            version: self.version,
+            position: self.position,
+            event_type: self.event_type.to_string(),
+            timestamp: self.timestamp,
+            data: self.data.to_string(),
+        }
+    }
 }
 
 /// How far to read a stream.
@@ -233,26 +224,29 @@ pub trait StoreRead {
     /// The stream's version (0 if it has no events).
     fn stream_version(&self, stream: &StreamId) -> Result<Version>;
 
-    /// The stream's events with `version > after`, inside `upto`, oldest first.
-    fn read_stream(
-        &self,
-        stream: &StreamId,
-        after: Version,
-        upto: Upto,
-    ) -> Result<Vec<RecordedEvent>>;
-
-    /// The same events as [`StoreRead::read_stream`], in the same order, each lent to `visit`
-    /// instead of copied out; an error from `visit` stops the read and is returned.
+    /// The stream's events with `version > after`, inside `upto`, oldest first, each lent to
+    /// `visit` (nothing copied); an error from `visit` stops the read and is returned.
     fn visit_stream(
         &self,
         stream: &StreamId,
         after: Version,
         upto: Upto,
         visit: &mut dyn FnMut(EventView<'_>) -> Result<()>,
-    ) -> Result<()> {
-        self.read_stream(stream, after, upto)?
-            .iter()
-            .try_for_each(|e| visit(e.view()))
+    ) -> Result<()>;
+
+    /// The same events as [`StoreRead::visit_stream`], copied out.
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        after: Version,
+        upto: Upto,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut events = Vec::new();
+        self.visit_stream(stream, after, upto, &mut |e| {
+            events.push(e.to_recorded(stream));
+            Ok(())
+        })?;
+        Ok(events)
     }
 
     /// Up to `limit` events of the global log with `position > after`, in log order.

@@ -384,22 +384,6 @@ impl StoreRead for Reader<'_> {
         }
     }
 
-    fn read_stream(&self, s: &StreamId, after: Version, upto: Upto) -> Result<Vec<RecordedEvent>> {
-        let mut events = Vec::new();
-        self.visit_stream(s, after, upto, &mut |e| {
-            events.push(RecordedEvent {
-                stream: s.clone(),
-                version: e.version,
-                position: e.position,
-                event_type: e.event_type.to_string(),
-                timestamp: e.timestamp,
-                data: e.data.to_string(),
-            });
-            Ok(())
-        })?;
-        Ok(events)
-    }
-
     fn visit_stream(
         &self,
         s: &StreamId,
