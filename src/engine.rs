@@ -98,7 +98,7 @@ impl<A> Cache<A> {
         Some(loaded)
     }
 
-    fn insert(&mut self, id: &str, loaded: Loaded<A>) {
+    fn insert(&mut self, id: String, loaded: Loaded<A>) {
         if self.capacity == 0 {
             return;
         }
@@ -117,7 +117,7 @@ impl<A> Cache<A> {
                 self.entries.swap_remove_index(self.hand);
             }
         }
-        self.entries.insert(id.to_string(), (loaded, false));
+        self.entries.insert(id, (loaded, false));
     }
 
     fn clear(&mut self) {
@@ -191,7 +191,7 @@ impl<A: Aggregate> Repository<A> {
         let id = A::target(&cmd.command).to_string();
         let mut loaded = Self::load_at(tx, &id, Upto::End)?;
         let result = execute_on(tx, &mut loaded, cmd, every, then);
-        self.cache.insert(&id, loaded);
+        self.cache.insert(id, loaded);
         result
     }
 }
