@@ -3,7 +3,7 @@
 //! It does everything the `cqrs` node does around the work itself, with the very same code: it is
 //! a [`Service`] run by the node's own [`Pipeline`] (src/server.rs: the line reader and the parser
 //! on the reader thread, the bounded queue, the batching, the 64 KiB buffered stdout flushed once
-//! per batch) and writes its replies with the node's [`protocol::write_message`]. Then, instead of
+//! per batch) and gathers and writes its replies as the node does ([`protocol::write_message`], [`protocol::flush_lines`]). Then, instead of
 //! executing a message, it answers with a fixed, well-formed reply:
 //! `command_result` with `success: true` and no events for a command, `query_result` with
 //! `data: null` for a query, `init_ok` for an init, the protocol error for an invalid request.
@@ -22,6 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use clap::Parser;
+use cqrs_node::node::FLUSH_BYTES;
 use cqrs_node::protocol::{self, reply, Body, ErrorCode, Request};
 use cqrs_node::server::{Pipeline, Service};
 use serde_json::value::RawValue;
@@ -91,13 +92,16 @@ impl Service for Echo {
         })
     }
 
-    fn handle(&mut self, batch: Vec<Option<Answer>>, out: &mut impl Write) -> io::Result<()> {
+    fn handle(&mut self, batch: Vec<Option<Answer>>, sink: &mut impl Write) -> io::Result<()> {
         if let Some(f) = &self.sync {
             f.write_all_at(&BLOCK, 0)?;
             f.sync_data()?;
         }
+        // Gathered and written out as the node does its replies (see `Node::handle`).
+        let mut buf = Vec::with_capacity(batch.len().min(1024) * 128);
         for a in batch.iter().flatten() {
             let (src, dest, msg_id) = (self.id.as_str(), a.src.as_str(), &a.msg_id);
+            let out = &mut buf;
             match &a.reply {
                 Reply::Command => protocol::write_message(
                     out,
@@ -115,9 +119,10 @@ impl Service for Echo {
                 Reply::Error(code, text) => {
                     protocol::write_message(out, src, dest, &reply::Error::new(msg_id, *code, text))
                 }
-            }?;
+            }
+            protocol::flush_lines(&mut buf, FLUSH_BYTES, sink)?;
         }
-        Ok(())
+        protocol::flush_lines(&mut buf, 0, sink)
     }
 }
 

@@ -4,8 +4,6 @@
 //! not affect the other commands of its batch. Only a store failure aborts the batch's
 //! transaction (see [`super::Node::handle`]).
 
-use std::io::{self, Write};
-
 use serde_json::{Map, Value};
 
 use super::To;
@@ -152,17 +150,12 @@ pub(super) fn execute<T: StoreWrite>(
 }
 
 /// Writes a command's reply (nothing if it has no msg_id).
-pub(super) fn write_outcome(
-    out: &mut impl Write,
-    id: &str,
-    to: &To,
-    outcome: &Outcome,
-) -> io::Result<()> {
+pub(super) fn write_outcome(out: &mut Vec<u8>, id: &str, to: &To, outcome: &Outcome) {
     let Some(msg_id) = &to.msg_id else {
         if let Err(f) = outcome {
             tracing::warn!("command without msg_id failed: {}", f.error);
         }
-        return Ok(());
+        return;
     };
     match outcome {
         Ok(events) => {

@@ -49,6 +49,9 @@ impl Default for Config {
 /// large users would otherwise hold all of its replies at once).
 pub const MAX_BUFFERED_REPLIES: usize = 4 << 20;
 
+/// Outside a transaction, replies gathered past this many bytes are written out.
+pub const FLUSH_BYTES: usize = 1 << 16;
+
 pub struct Node<S: EventStore> {
     store: S,
     users: Repository<User>,
@@ -174,60 +177,68 @@ impl<S: EventStore> Node<S> {
     }
 
     /// Handles a batch of requests in order, writing every reply to `out` (not flushed).
+    ///
+    /// Replies are put together in one buffer: those of a transaction stay there until it
+    /// commits (past [`MAX_BUFFERED_REPLIES`] bytes the batch is cut there, committed and
+    /// answered, and the rest runs in a new one); outside transactions the buffer goes to `out`
+    /// whenever it passes [`FLUSH_BYTES`].
     pub fn handle(&mut self, mut requests: Vec<Message>, out: &mut impl Write) -> io::Result<()> {
-        let is_command = Message::is_command;
-        // Replies wait in memory until their commit: when they grow past MAX_BUFFERED_REPLIES
-        // the batch is cut there (committed and answered), and the rest runs in a new one.
+        let mut buf = Vec::with_capacity(requests.len().min(1024) * 128);
         let mut start = 0;
         while start < requests.len() {
             let rest = &mut requests[start..];
-            if !rest.iter().any(is_command) {
+            if !rest.iter().any(Message::is_command) {
                 // Nothing to write: no transaction, queries read the store directly.
                 for m in rest.iter() {
                     if let Work::Read(read) = &m.work {
-                        answer(&self.store, &mut self.id, &m.to, read, out)?;
+                        answer(&self.store, &mut self.id, &m.to, read, &mut buf);
+                        protocol::flush_lines(&mut buf, FLUSH_BYTES, out)?;
                     }
                 }
                 break;
             }
-            let mut replies = Vec::with_capacity(rest.len().min(1024) * 128);
             // An `init` in the batch renames the node as it goes; if the batch fails, its
             // messages are answered again below, renaming again in order.
             let id_before = self.id.clone();
-            match self.run_batch(rest, &mut replies) {
+            let mark = buf.len();
+            match self.run_batch(rest, &mut buf) {
                 Ok(handled) => {
-                    out.write_all(&replies)?;
+                    protocol::flush_lines(&mut buf, FLUSH_BYTES, out)?;
                     start += handled;
                 }
                 Err(e) => {
-                    // Nothing of this transaction was stored, and the cache may hold states
-                    // that never were.
+                    // Nothing of this transaction was stored, its replies are taken back, and
+                    // the cache may hold states that never were.
+                    buf.truncate(mark);
                     self.users.forget();
                     self.id = id_before;
                     tracing::error!("a batch of {} message(s) failed: {e}", rest.len());
                     let text = format!("{e}; the command was not applied");
                     for m in rest.iter() {
                         match &m.work {
-                            Work::Command(_) => crash_reply(out, &self.id, &m.to, &text)?,
+                            Work::Command(_) => crash_reply(&mut buf, &self.id, &m.to, &text),
                             Work::Read(read) => {
-                                answer(&self.store, &mut self.id, &m.to, read, out)?
+                                answer(&self.store, &mut self.id, &m.to, read, &mut buf)
                             }
                         }
+                        protocol::flush_lines(&mut buf, FLUSH_BYTES, out)?;
                     }
                     break;
                 }
             }
         }
-        Ok(())
+        protocol::flush_lines(&mut buf, 0, out)
     }
 
-    /// Runs requests inside one transaction, buffering the replies, until they are all done or
-    /// the replies pass [`MAX_BUFFERED_REPLIES`] bytes; commits. Returns how many it handled.
+    /// Runs requests inside one transaction, appending their replies to `replies`, until they
+    /// are all done or this transaction's replies pass [`MAX_BUFFERED_REPLIES`] bytes; commits.
+    /// Returns how many it handled.
     fn run_batch(
         &mut self,
         requests: &mut [Message],
         replies: &mut Vec<u8>,
     ) -> Result<usize, StoreError> {
+        let start = replies.len();
         let Node {
             store,
             users,
@@ -238,7 +249,7 @@ impl<S: EventStore> Node<S> {
         let mut last = None;
         let mut handled = 0;
         for m in requests.iter_mut() {
-            if replies.len() >= MAX_BUFFERED_REPLIES {
+            if replies.len() - start >= MAX_BUFFERED_REPLIES {
                 break;
             }
             handled += 1;
@@ -255,7 +266,6 @@ impl<S: EventStore> Node<S> {
                 }
                 Work::Read(read) => answer(&tx, id, &m.to, read, replies),
             }
-            .map_err(|e| StoreError::Io(format!("buffering a reply: {e}")))?;
         }
         if let Some(position) = last {
             projection::set_checkpoints(projections, &mut tx, position)?;
@@ -266,40 +276,30 @@ impl<S: EventStore> Node<S> {
 }
 
 /// Answers anything but a command, reading from `store` (a store, or a transaction).
-fn answer(
-    store: &impl StoreRead,
-    id: &mut String,
-    to: &To,
-    read: &Read,
-    out: &mut impl Write,
-) -> io::Result<()> {
+fn answer(store: &impl StoreRead, id: &mut String, to: &To, read: &Read, out: &mut Vec<u8>) {
     match read {
         Read::Init { node_id } => init::run(id, to, node_id, out),
         Read::Query(q) => query::run(store, id, to, q, out),
         Read::Invalid { code, text } => match &to.msg_id {
             Some(msg_id) => reply(out, id, to, &reply::Error::new(msg_id, *code, text)),
-            None => {
-                tracing::warn!("unanswerable request (no msg_id): {text}");
-                Ok(())
-            }
+            None => tracing::warn!("unanswerable request (no msg_id): {text}"),
         },
     }
 }
 
-/// Writes one reply from node `id` to the request's sender.
-fn reply<B: reply::WriteJson>(out: &mut impl Write, id: &str, to: &To, body: &B) -> io::Result<()> {
+/// Appends one reply from node `id` to the request's sender.
+fn reply<B: reply::WriteJson>(out: &mut Vec<u8>, id: &str, to: &To, body: &B) {
     protocol::write_message(out, id, &to.src, body)
 }
 
 /// Answers with protocol error 13 (the request was not carried out).
-fn crash_reply(out: &mut impl Write, id: &str, to: &To, text: &str) -> io::Result<()> {
-    match &to.msg_id {
-        Some(msg_id) => reply(
+fn crash_reply(out: &mut Vec<u8>, id: &str, to: &To, text: &str) {
+    if let Some(msg_id) = &to.msg_id {
+        reply(
             out,
             id,
             to,
             &reply::Error::new(msg_id, ErrorCode::Crash, text),
-        ),
-        None => Ok(()),
+        );
     }
 }

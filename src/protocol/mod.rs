@@ -206,33 +206,30 @@ fn parse_body(body: &mut Map<String, Value>, has_dest: bool) -> Body {
     }
 }
 
-/// Writes one envelope as a line of compact JSON: `{"src":..,"dest":..,"body":..}`. The line is
-/// put together in memory first, so `out` gets one write.
-pub fn write_message<W: std::io::Write, B: reply::WriteJson>(
-    out: &mut W,
-    src: &str,
-    dest: &str,
-    body: &B,
+/// Appends one envelope to `out` as a line of compact JSON: `{"src":..,"dest":..,"body":..}`.
+/// Replies are gathered in memory (a batch's, until its commit) and written out together.
+pub fn write_message<B: reply::WriteJson>(out: &mut Vec<u8>, src: &str, dest: &str, body: &B) {
+    out.extend_from_slice(b"{\"src\":");
+    crate::json::write_str(out, src);
+    out.extend_from_slice(b",\"dest\":");
+    crate::json::write_str(out, dest);
+    out.extend_from_slice(b",\"body\":");
+    body.write_json(out);
+    out.extend_from_slice(b"}\n");
+}
+
+/// Writes the lines gathered in `buf` to `out` and empties it, if it holds more than `over`
+/// bytes (0: whatever it holds).
+pub fn flush_lines(
+    buf: &mut Vec<u8>,
+    over: usize,
+    out: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    thread_local! {
-        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    if buf.len() > over {
+        out.write_all(buf)?;
+        buf.clear();
     }
-    LINE.with_borrow_mut(|line| {
-        line.clear();
-        line.extend_from_slice(b"{\"src\":");
-        crate::json::write_str(line, src);
-        line.extend_from_slice(b",\"dest\":");
-        crate::json::write_str(line, dest);
-        line.extend_from_slice(b",\"body\":");
-        body.write_json(line);
-        line.extend_from_slice(b"}\n");
-        let result = out.write_all(line);
-        if line.capacity() > 1 << 16 {
-            // A huge reply once: do not keep its buffer.
-            *line = Vec::new();
-        }
-        result
-    })
+    Ok(())
 }
 
 #[cfg(test)]

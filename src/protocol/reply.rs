@@ -277,7 +277,7 @@ mod tests {
     fn an_envelope_is_src_dest_body_in_that_order() {
         let mut out = Vec::new();
         let id = serde_json::json!(3);
-        crate::protocol::write_message(&mut out, "n\"1", "c1", &InitOk::new(&id)).unwrap();
+        crate::protocol::write_message(&mut out, "n\"1", "c1", &InitOk::new(&id));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"src\":\"n\\\"1\",\"dest\":\"c1\",\"body\":{\"type\":\"init_ok\",\"in_reply_to\":3}}\n"
