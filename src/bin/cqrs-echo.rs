@@ -3,8 +3,9 @@
 //! It does everything the `cqrs` node does around the work itself, with the very same code: it is
 //! a [`Service`] run by the node's own [`Pipeline`] (src/server.rs: the line reader and the parser
 //! on the reader thread, the bounded queue, the batching, the 64 KiB buffered stdout flushed once
-//! per batch) and gathers and writes its replies as the node does ([`protocol::write_message`], [`protocol::flush_lines`]). Then, instead of
-//! executing a message, it answers with a fixed, well-formed reply:
+//! per batch) and gathers and writes its replies as the node does ([`protocol::write_message`],
+//! [`protocol::flush_lines`]). Then, instead of executing a message, it answers with a fixed,
+//! well-formed reply:
 //! `command_result` with `success: true` and no events for a command, `query_result` with
 //! `data: null` for a query, `init_ok` for an init, the protocol error for an invalid request.
 //!
