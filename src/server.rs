@@ -373,21 +373,19 @@ impl<S: Service> Reader<S> {
             let full = chunk.len() >= CHUNK || bytes >= CHUNK_BYTES;
             if (end || full || !reader.has_buffered()) && !chunk.is_empty() {
                 bytes = 0;
-                let lone = !end && chunk.len() <= INLINE_MAX && !stdin_ready();
-                let chunk = std::mem::take(&mut chunk);
-                let chunk = match lone {
-                    true => match self.handle_here(chunk) {
+                let mut ready = std::mem::take(&mut chunk);
+                if !end && ready.len() <= INLINE_MAX && !stdin_ready() {
+                    match self.handle_here(ready) {
                         Ok(None) => continue,
-                        Ok(Some(chunk)) => chunk,
+                        Ok(Some(back)) => ready = back,
                         Err(e) => {
                             let _ = tx.send(Input::Failed(e));
                             return;
                         }
-                    },
-                    false => chunk,
-                };
+                    }
+                }
                 self.shared.pending.fetch_add(1, Ordering::SeqCst);
-                if tx.send(Input::Messages(chunk)).is_err() {
+                if tx.send(Input::Messages(ready)).is_err() {
                     return;
                 }
             }
