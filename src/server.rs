@@ -114,7 +114,8 @@ pub fn serve(options: Options) -> Result<(), ServeError> {
         }
         StoreChoice::Sqlite { data_dir } => pipeline.run(|id| {
             let path = store_file(data_dir, &id);
-            let store = SqliteStore::open(&path)?;
+            let mut store = SqliteStore::open(&path)?;
+            store.cache_streams(options.config.cache_size);
             tracing::info!(path = %path.display(), "store opened");
             Ok(Node::open(store, id, &options.config)?)
         }),

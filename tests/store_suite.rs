@@ -980,6 +980,20 @@ fn sqlite() -> (SqliteStore, tempfile::TempDir) {
     (store, dir)
 }
 
+/// SQLite with room for two streams in its cache, so that it is emptied again and again.
+fn sqlite_small_cache() -> (SqliteStore, tempfile::TempDir) {
+    let (mut store, dir) = sqlite();
+    store.cache_streams(2);
+    (store, dir)
+}
+
+/// SQLite with no stream cache: every stream's number and version are looked up.
+fn sqlite_no_cache() -> (SqliteStore, tempfile::TempDir) {
+    let (mut store, dir) = sqlite();
+    store.cache_streams(0);
+    (store, dir)
+}
+
 macro_rules! suite {
     ($store:ident, $factory:path) => {
         mod $store {
@@ -1023,6 +1037,8 @@ macro_rules! suite {
 
 suite!(memory_store, super::memory);
 suite!(sqlite_store, super::sqlite);
+suite!(sqlite_store_small_stream_cache, super::sqlite_small_cache);
+suite!(sqlite_store_no_stream_cache, super::sqlite_no_cache);
 
 // ---------------------------------------------------------------------------------------------
 // SQLite only: durability across reopen, and the exclusive lock.

@@ -32,6 +32,7 @@
 //! [`StoreError::Locked`]. The lock is the operating system's and is released when the process
 //! dies, however it dies.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -107,6 +108,7 @@ pub struct SqliteStore {
     /// (at open, and after a transaction that did not commit). Only this connection writes
     /// (the lock is exclusive), so a known head stays true until the next commit.
     head: Option<Position>,
+    streams: StreamCache,
 }
 
 impl SqliteStore {
@@ -157,7 +159,14 @@ impl SqliteStore {
             path,
             wal,
             head: None,
+            streams: StreamCache::new(STREAM_CACHE),
         })
+    }
+
+    /// Keeps the number and version of at most `capacity` streams in memory (default
+    /// [`STREAM_CACHE`]; 0: none). See [`StreamCache`].
+    pub fn cache_streams(&mut self, capacity: usize) {
+        self.streams = StreamCache::new(capacity);
     }
 
     pub fn path(&self) -> &Path {
@@ -349,16 +358,93 @@ const EVENT_COLUMNS: &str =
     "e.position, s.category, s.stream, e.version, e.event_type, e.timestamp, e.data";
 
 /// The reads, on a connection or inside a transaction (which derefs to its connection).
-fn read(conn: &Connection) -> Reader<'_> {
-    Reader(conn)
+/// Streams kept by default in a [`StreamCache`]: as many as the node's default aggregate cache.
+pub const STREAM_CACHE: usize = 100_000;
+
+/// The number and version of streams this store has appended to or looked up, so that an
+/// append to a known stream needs no query for either (two of the five statements of a typical
+/// command), and reading its events none for its number.
+///
+/// Why an entry stays true: only this connection writes (the lock is exclusive), and its only
+/// write to a stream's number or version is [`StoreWrite::append`], which updates the entry.
+/// Entries follow the connection's view, including a transaction's own appends; a transaction
+/// that ends without a successful commit empties the cache, since some entries may then be of
+/// appends that were rolled back. Bounded: emptied when full (each entry is then looked up
+/// again once).
+struct StreamCache {
+    /// foldhash, randomly seeded per process: the keys are aggregate ids chosen by clients.
+    entries: HashMap<StreamId, Known, foldhash::fast::RandomState>,
+    capacity: usize,
 }
 
-struct Reader<'c>(&'c Connection);
+/// A stream's number and version, as the connection sees them.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    stream_no: i64,
+    version: Version,
+}
+
+impl StreamCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::default(),
+            capacity,
+        }
+    }
+
+    fn get(&self, stream: &StreamId) -> Option<Known> {
+        self.entries.get(stream).copied()
+    }
+
+    fn put(&mut self, stream: &StreamId, known: Known) {
+        if let Some(entry) = self.entries.get_mut(stream) {
+            *entry = known;
+            return;
+        }
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.entries.clear();
+        }
+        self.entries.insert(stream.clone(), known);
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+fn read<'c>(conn: &'c Connection, streams: &'c StreamCache) -> Reader<'c> {
+    Reader { conn, streams }
+}
+
+struct Reader<'c> {
+    conn: &'c Connection,
+    streams: &'c StreamCache,
+}
 
 impl Reader<'_> {
+    /// The stream's number and version, if it has events.
+    fn known(&self, s: &StreamId) -> Result<Option<Known>> {
+        if let Some(known) = self.streams.get(s) {
+            return Ok(Some(known));
+        }
+        match self.stream_no(s)? {
+            Some(stream_no) => Ok(Some(Known {
+                stream_no,
+                version: self.version_of(stream_no)?,
+            })),
+            None => Ok(None),
+        }
+    }
+
     /// The stream's number, if it has events.
     fn stream_no(&self, s: &StreamId) -> Result<Option<i64>> {
-        self.0
+        if let Some(known) = self.streams.get(s) {
+            return Ok(Some(known.stream_no));
+        }
+        self.conn
             .prepare_cached("SELECT stream_no FROM streams WHERE category = ?1 AND stream = ?2")
             .and_then(|mut st| {
                 st.query_row(params![s.category, s.id], |r| r.get(0))
@@ -368,7 +454,7 @@ impl Reader<'_> {
     }
 
     fn version_of(&self, stream_no: i64) -> Result<Version> {
-        self.0
+        self.conn
             .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_no = ?1")
             .and_then(|mut st| st.query_row([stream_no], |r| r.get::<_, i64>(0)))
             .map(|v| v as Version)
@@ -378,10 +464,7 @@ impl Reader<'_> {
 
 impl StoreRead for Reader<'_> {
     fn stream_version(&self, s: &StreamId) -> Result<Version> {
-        match self.stream_no(s)? {
-            Some(n) => self.version_of(n),
-            None => Ok(0),
-        }
+        Ok(self.known(s)?.map_or(0, |k| k.version))
     }
 
     fn visit_stream(
@@ -399,7 +482,7 @@ impl StoreRead for Reader<'_> {
             return Ok(());
         };
         let mut st = self
-            .0
+            .conn
             .prepare_cached(
                 "SELECT position, version, event_type, timestamp, data FROM events
                  WHERE stream_no = ?1 AND version > ?2 AND version <= ?3
@@ -435,7 +518,7 @@ impl StoreRead for Reader<'_> {
             "SELECT {EVENT_COLUMNS} FROM events e JOIN streams s ON s.stream_no = e.stream_no
              WHERE e.position > ?1 ORDER BY e.position LIMIT ?2"
         );
-        let mut st = self.0.prepare_cached(&sql).map_err(sql_error)?;
+        let mut st = self.conn.prepare_cached(&sql).map_err(sql_error)?;
         let rows = st
             .query_map(params![to_i64(after), to_i64(limit as u64)], event_from_row)
             .map_err(sql_error)?;
@@ -443,7 +526,7 @@ impl StoreRead for Reader<'_> {
     }
 
     fn head(&self) -> Result<Position> {
-        self.0
+        self.conn
             .prepare_cached("SELECT COALESCE(MAX(position), 0) FROM events")
             .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
             .map(|p| p as Position)
@@ -452,7 +535,7 @@ impl StoreRead for Reader<'_> {
 
     fn snapshot(&self, s: &StreamId, upto: Upto) -> Result<Option<Snapshot>> {
         let (max_version, max_time) = bounds(upto);
-        self.0
+        self.conn
             .prepare_cached(
                 "SELECT version, timestamp, state FROM snapshots
                  WHERE category = ?1 AND stream = ?2 AND version <= ?3 AND timestamp <= ?4
@@ -472,7 +555,7 @@ impl StoreRead for Reader<'_> {
     }
 
     fn document(&self, collection: &str, key: &str) -> Result<Option<String>> {
-        self.0
+        self.conn
             .prepare_cached("SELECT value FROM documents WHERE collection = ?1 AND key = ?2")
             .and_then(|mut st| {
                 st.query_row(params![collection, key], |r| r.get(0))
@@ -488,7 +571,7 @@ impl StoreRead for Reader<'_> {
         limit: usize,
     ) -> Result<Vec<(String, String)>> {
         let mut st = self
-            .0
+            .conn
             .prepare_cached(
                 "SELECT key, value FROM documents
                  WHERE collection = ?1 AND (?2 IS NULL OR key > ?2)
@@ -504,7 +587,7 @@ impl StoreRead for Reader<'_> {
     }
 
     fn checkpoint(&self, projection: &str) -> Result<Position> {
-        self.0
+        self.conn
             .prepare_cached("SELECT position FROM checkpoints WHERE projection = ?1")
             .and_then(|mut st| {
                 st.query_row([projection], |r| r.get::<_, i64>(0))
@@ -524,8 +607,8 @@ fn bounds(upto: Upto) -> (i64, i64) {
     }
 }
 
-delegate_store_read!(impl[] SqliteStore, |this| read(&this.conn));
-delegate_store_read!(impl[] SqliteTx<'_>, |this| read(this.conn));
+delegate_store_read!(impl[] SqliteStore, |this| read(&this.conn, &this.streams));
+delegate_store_read!(impl[] SqliteTx<'_>, |this| read(this.conn, this.streams));
 
 impl EventStore for SqliteStore {
     type Tx<'a> = SqliteTx<'a>;
@@ -543,10 +626,12 @@ impl EventStore for SqliteStore {
             head: 0,
             wal: &mut self.wal,
             committed: &mut self.head,
+            streams: &mut self.streams,
+            done: false,
         };
         tx.head = match tx.committed.take() {
             Some(head) => head,
-            None => read(tx.conn).head()?,
+            None => read(tx.conn, tx.streams).head()?,
         };
         Ok(tx)
     }
@@ -560,10 +645,18 @@ pub struct SqliteTx<'a> {
     wal: &'a mut WalRoom,
     /// The store's known head: set again only by a successful commit.
     committed: &'a mut Option<Position>,
+    /// The store's streams, updated as this transaction appends; emptied unless it commits.
+    streams: &'a mut StreamCache,
+    /// Committed.
+    done: bool,
 }
 
 impl Drop for SqliteTx<'_> {
     fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.streams.clear();
         // Still open: not committed, or a COMMIT that failed and left it open.
         if !self.conn.is_autocommit() {
             let rolled_back = self
@@ -584,11 +677,8 @@ impl StoreWrite for SqliteTx<'_> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>> {
-        let stream_no = read(self.conn).stream_no(stream)?;
-        let actual = match stream_no {
-            Some(n) => read(self.conn).version_of(n)?,
-            None => 0,
-        };
+        let known = read(self.conn, self.streams).known(stream)?;
+        let actual = known.map_or(0, |k| k.version);
         if let ExpectedVersion::Exact(expected) = expected {
             if expected != actual {
                 return Err(StoreError::Conflict { expected, actual });
@@ -597,8 +687,8 @@ impl StoreWrite for SqliteTx<'_> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let stream_no = match stream_no {
-            Some(n) => n,
+        let stream_no = match known {
+            Some(k) => k.stream_no,
             None => self
                 .conn
                 .prepare_cached("INSERT INTO streams (category, stream) VALUES (?1, ?2)")
@@ -634,8 +724,11 @@ impl StoreWrite for SqliteTx<'_> {
             recorded.push(event);
         }
         // Only once every row is in: a failure above leaves the transaction unusable anyway
-        // (the caller drops it), but the head must never count rows that were not written.
+        // (the caller drops it), but the head and the streams must never count rows that were
+        // not written.
         self.head += recorded.len() as Position;
+        let version = actual + recorded.len() as Version;
+        self.streams.put(stream, Known { stream_no, version });
         Ok(recorded)
     }
 
@@ -700,11 +793,12 @@ impl StoreWrite for SqliteTx<'_> {
             .map_err(sql_error)
     }
 
-    fn commit(self) -> Result<()> {
+    fn commit(mut self) -> Result<()> {
         self.conn
             .prepare_cached("COMMIT")
             .and_then(|mut st| st.execute([]))
             .map_err(sql_error)?;
+        self.done = true;
         *self.committed = Some(self.head);
         self.wal.after_commit();
         Ok(())
