@@ -1,6 +1,6 @@
 //! The node: turns requests into work on the engine and writes the replies.
 //!
-//! One handler per message kind: [`init`], [`command`], [`query`]. [`Node::handle`] is the
+//! One handler per message kind: `init`, `command`, `query`. [`Node::handle`] is the
 //! dispatcher. It takes a batch of messages that were already waiting and, if the batch holds a
 //! command, runs the whole batch in **one store transaction** (group commit: one fsync per
 //! batch). Messages are handled in order, so a query sees every command before it (it reads

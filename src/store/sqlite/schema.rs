@@ -1,0 +1,265 @@
+//! The tables, and the migrations that bring an older store to them.
+
+use rusqlite::Connection;
+
+use super::*;
+
+/// The schema's version, kept in `PRAGMA user_version`. 0: the first layout (events keyed by
+/// their stream's category and id as text), migrated in place when such a store is opened.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Streams are numbered (`streams`), and events name their stream by number: the events index
+/// compares integers instead of two strings, and its entries are a third of the size. B-tree
+/// descents on the text keys were ~13% of the time on a 1,000,000-command workload.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS streams (
+    stream_no INTEGER PRIMARY KEY,
+    category  TEXT NOT NULL,
+    stream    TEXT NOT NULL,
+    UNIQUE (category, stream)
+);
+CREATE TABLE IF NOT EXISTS events (
+    position   INTEGER PRIMARY KEY,
+    stream_no  INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    event_type TEXT    NOT NULL,
+    timestamp  INTEGER NOT NULL,
+    data       TEXT    NOT NULL,
+    UNIQUE (stream_no, version)
+);
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    PRIMARY KEY (collection, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    projection TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    category  TEXT    NOT NULL,
+    stream    TEXT    NOT NULL,
+    version   INTEGER NOT NULL,
+    timestamp INTEGER NOT NULL,
+    state     TEXT    NOT NULL,
+    PRIMARY KEY (category, stream, version)
+) WITHOUT ROWID;
+";
+
+/// From schema 0 (events with `category` and `stream` text columns) to 1, around [`SCHEMA`]
+/// and in the same transaction: the old events table steps aside, the schema creates the new
+/// tables, then streams are numbered in the order they first appear in the log and every event
+/// is copied with its position, version, type, time and data.
+const MIGRATE_0_TO_1_BEFORE: &str = "ALTER TABLE events RENAME TO events_0;";
+const MIGRATE_0_TO_1_AFTER: &str = "
+INSERT INTO streams (category, stream)
+    SELECT category, stream FROM events_0 GROUP BY category, stream ORDER BY MIN(position);
+INSERT INTO events (position, stream_no, version, event_type, timestamp, data)
+    SELECT e.position, s.stream_no, e.version, e.event_type, e.timestamp, e.data
+    FROM events_0 e JOIN streams s ON s.category = e.category AND s.stream = e.stream
+    ORDER BY e.position;
+DROP TABLE events_0;
+";
+
+/// Brings the schema to [`SCHEMA_VERSION`]: creates it in a new store, migrates an older one,
+/// and does nothing (no write) to a store that is already there.
+pub(super) fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_error)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Io(format!(
+            "the store has schema version {version}; this build knows up to {SCHEMA_VERSION} \
+             (written by a newer cqrs?)"
+        )));
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let old_events: bool = conn
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('events') WHERE name = 'category'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_error)?;
+    let (before, after) = if old_events {
+        tracing::info!("migrating the store to schema {SCHEMA_VERSION} (numbered streams)");
+        (MIGRATE_0_TO_1_BEFORE, MIGRATE_0_TO_1_AFTER)
+    } else {
+        ("", "")
+    };
+    let sql = format!(
+        "BEGIN EXCLUSIVE; {before} {SCHEMA} {after} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    );
+    conn.execute_batch(&sql).map_err(|e| {
+        // Nothing of a failed migration stays: it is one transaction.
+        let _ = conn.execute_batch("ROLLBACK");
+        sql_error(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Schema 0, as the first versions of this store wrote it.
+    const SCHEMA_0: &str = "
+        CREATE TABLE events (
+            position   INTEGER PRIMARY KEY,
+            category   TEXT    NOT NULL,
+            stream     TEXT    NOT NULL,
+            version    INTEGER NOT NULL,
+            event_type TEXT    NOT NULL,
+            timestamp  INTEGER NOT NULL,
+            data       TEXT    NOT NULL,
+            UNIQUE (category, stream, version)
+        );
+        CREATE TABLE documents (
+            collection TEXT NOT NULL,
+            key        TEXT NOT NULL,
+            value      TEXT NOT NULL,
+            PRIMARY KEY (collection, key)
+        ) WITHOUT ROWID;
+        CREATE TABLE checkpoints (
+            projection TEXT PRIMARY KEY,
+            position   INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE snapshots (
+            category  TEXT    NOT NULL,
+            stream    TEXT    NOT NULL,
+            version   INTEGER NOT NULL,
+            timestamp INTEGER NOT NULL,
+            state     TEXT    NOT NULL,
+            PRIMARY KEY (category, stream, version)
+        ) WITHOUT ROWID;
+        INSERT INTO events VALUES
+            (1, 'User', 'b', 1, 'UserCreated', 10, '{\"id\":\"b\"}'),
+            (2, 'User', 'a', 1, 'UserCreated', 20, '{\"id\":\"a\"}'),
+            (3, 'User', 'b', 2, 'UserRenamed', 30, '{\"name\":\"B\"}'),
+            (4, 'Other', 'b', 1, 'Made', 40, '{}');
+        INSERT INTO documents VALUES ('users', 'a', '{\"id\":\"a\"}');
+        INSERT INTO checkpoints VALUES ('users', 4);
+        INSERT INTO snapshots VALUES ('User', 'b', 2, 30, '{}');
+    ";
+
+    #[test]
+    fn a_store_of_schema_0_is_migrated_with_every_event_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n1.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(SCHEMA_0)
+            .unwrap();
+        let expect = |store: &SqliteStore| {
+            let all = store.read_all(0, 100).unwrap();
+            let got: Vec<_> = all
+                .iter()
+                .map(|e| {
+                    (
+                        e.position,
+                        e.stream.category.as_str(),
+                        e.stream.id.as_str(),
+                        e.version,
+                        e.event_type.as_str(),
+                        e.timestamp.nanos(),
+                        e.data.as_str(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (1, "User", "b", 1, "UserCreated", 10, r#"{"id":"b"}"#),
+                    (2, "User", "a", 1, "UserCreated", 20, r#"{"id":"a"}"#),
+                    (3, "User", "b", 2, "UserRenamed", 30, r#"{"name":"B"}"#),
+                    (4, "Other", "b", 1, "Made", 40, "{}"),
+                ]
+            );
+            assert_eq!(
+                store.stream_version(&StreamId::new("User", "b")).unwrap(),
+                2
+            );
+            assert_eq!(
+                store.stream_version(&StreamId::new("Other", "b")).unwrap(),
+                1
+            );
+            assert_eq!(
+                store.stream_version(&StreamId::new("User", "c")).unwrap(),
+                0
+            );
+            let b = store
+                .read_stream(&StreamId::new("User", "b"), 0, Upto::End)
+                .unwrap();
+            assert_eq!(b.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 3]);
+            assert_eq!(
+                store.document("users", "a").unwrap().as_deref(),
+                Some(r#"{"id":"a"}"#)
+            );
+            assert_eq!(store.checkpoint("users").unwrap(), 4);
+            let snap = store
+                .snapshot(&StreamId::new("User", "b"), Upto::End)
+                .unwrap();
+            assert_eq!(snap.map(|s| s.version), Some(2));
+            let v: i64 = store
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, SCHEMA_VERSION);
+        };
+        {
+            let mut store = SqliteStore::open(&path).unwrap();
+            expect(&store);
+            // The log goes on where it was: positions and versions follow.
+            let mut tx = store.begin().unwrap();
+            let new = NewEvent {
+                event_type: "UserRenamed".into(),
+                timestamp: Timestamp(50),
+                data: r#"{"name":"A"}"#.into(),
+            };
+            let recorded = tx
+                .append(
+                    &StreamId::new("User", "a"),
+                    ExpectedVersion::Exact(1),
+                    vec![new],
+                )
+                .unwrap();
+            assert_eq!((recorded[0].position, recorded[0].version), (5, 2));
+            assert_eq!(
+                tx.append(
+                    &StreamId::new("User", "b"),
+                    ExpectedVersion::Exact(1),
+                    vec![]
+                ),
+                Err(StoreError::Conflict {
+                    expected: 1,
+                    actual: 2
+                })
+            );
+            tx.commit().unwrap();
+        }
+        // Opened again: already at the current schema, nothing migrated twice.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.read_all(0, 100).unwrap().len(), 5);
+        assert_eq!(
+            store.stream_version(&StreamId::new("User", "a")).unwrap(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_store_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n1.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99;")
+            .unwrap();
+        match SqliteStore::open(&path) {
+            Err(StoreError::Io(m)) => assert!(m.contains("schema version 99"), "{m}"),
+            Err(other) => panic!("wrong error: {other:?}"),
+            Ok(_) => panic!("a store of schema 99 was opened"),
+        }
+    }
+}
