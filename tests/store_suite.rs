@@ -967,6 +967,66 @@ fn many_transactions_in_a_row<S: EventStore>(store: &mut S) {
     }
 }
 
+/// A document written in a transaction that rolled back, then other documents: each key keeps
+/// its own value (a store that numbers documents must not reuse a rolled-back number for the
+/// wrong key).
+fn documents_after_a_rollback_keep_their_own_values<S: EventStore>(store: &mut S) {
+    {
+        let mut tx = store.begin().unwrap();
+        tx.put_document("users", "gone", Some("1")).unwrap();
+        assert_eq!(tx.document("users", "gone").unwrap().as_deref(), Some("1"));
+        // dropped without commit
+    }
+    let mut tx = store.begin().unwrap();
+    tx.put_document("users", "other", Some("2")).unwrap();
+    tx.put_document("users", "gone", Some("3")).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        store.document("users", "other").unwrap().as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        store.document("users", "gone").unwrap().as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        store.documents("users", None, 10).unwrap(),
+        [
+            ("gone".to_string(), "3".to_string()),
+            ("other".into(), "2".into())
+        ]
+    );
+}
+
+/// Documents deleted one by one or by clearing their collection, then written again among
+/// new ones: each key keeps its own value.
+fn documents_after_deletes_keep_their_own_values<S: EventStore>(store: &mut S) {
+    let mut tx = store.begin().unwrap();
+    tx.put_document("c", "a", Some("a1")).unwrap();
+    tx.put_document("d", "x", Some("x1")).unwrap();
+    tx.commit().unwrap();
+
+    let mut tx = store.begin().unwrap();
+    tx.clear_collection("c").unwrap();
+    tx.put_document("c", "b", Some("b1")).unwrap();
+    tx.put_document("c", "a", Some("a2")).unwrap();
+    tx.put_document("d", "x", None).unwrap();
+    tx.put_document("d", "y", Some("y1")).unwrap();
+    tx.put_document("d", "x", Some("x2")).unwrap();
+    tx.commit().unwrap();
+
+    for (c, k, v) in [
+        ("c", "a", "a2"),
+        ("c", "b", "b1"),
+        ("d", "x", "x2"),
+        ("d", "y", "y1"),
+    ] {
+        assert_eq!(store.document(c, k).unwrap().as_deref(), Some(v), "{c}/{k}");
+    }
+    assert_eq!(store.documents("c", None, 10).unwrap().len(), 2);
+    assert_eq!(store.documents("d", None, 10).unwrap().len(), 2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The suite, run against every store.
 
@@ -980,14 +1040,15 @@ fn sqlite() -> (SqliteStore, tempfile::TempDir) {
     (store, dir)
 }
 
-/// SQLite with room for two streams in its cache, so that it is emptied again and again.
+/// SQLite with room for two streams and two documents in what it keeps in memory, so that it
+/// is emptied again and again.
 fn sqlite_small_cache() -> (SqliteStore, tempfile::TempDir) {
     let (mut store, dir) = sqlite();
     store.cache_streams(2);
     (store, dir)
 }
 
-/// SQLite with no stream cache: every stream's number and version are looked up.
+/// SQLite keeping nothing in memory: every stream and document is looked up by its key.
 fn sqlite_no_cache() -> (SqliteStore, tempfile::TempDir) {
     let (mut store, dir) = sqlite();
     store.cache_streams(0);
@@ -1021,6 +1082,8 @@ macro_rules! suite {
                 rollback_on_drop_restores_what_was_committed,
                 rollback_after_a_conflict,
                 many_transactions_in_a_row,
+                documents_after_a_rollback_keep_their_own_values,
+                documents_after_deletes_keep_their_own_values,
             );
         }
     };
@@ -1037,8 +1100,8 @@ macro_rules! suite {
 
 suite!(memory_store, super::memory);
 suite!(sqlite_store, super::sqlite);
-suite!(sqlite_store_small_stream_cache, super::sqlite_small_cache);
-suite!(sqlite_store_no_stream_cache, super::sqlite_no_cache);
+suite!(sqlite_store_small_cache, super::sqlite_small_cache);
+suite!(sqlite_store_no_cache, super::sqlite_no_cache);
 
 // ---------------------------------------------------------------------------------------------
 // SQLite only: durability across reopen, and the exclusive lock.

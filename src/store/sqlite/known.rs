@@ -1,62 +1,118 @@
-//! What the store knows of its own file without asking SQLite.
+//! What the store knows of its own file without asking SQLite: the number and version of
+//! streams, and the row number of projection documents.
+//!
+//! With them, a typical command (append one event to a known stream, rewrite its user's
+//! document) runs three statements that each go straight to a row by number, instead of five
+//! of which three descend an index on text keys.
+//!
+//! Why an entry stays true: only this connection writes (the lock is exclusive), and every
+//! write it makes to what an entry records goes through this store, which updates the entry:
+//! an append sets its stream's version, a document written gets its row number, a document
+//! deleted or a collection cleared is forgotten. Entries follow the connection's view, a
+//! transaction's own writes included; a transaction that ends without a successful commit
+//! empties the whole cache, since some entries may then be of writes that were rolled back.
+//! Bounded: each kind is emptied when full (an entry is then looked up again once).
 
 use std::collections::HashMap;
 
 use super::*;
 
-/// Streams kept by default in a [`StreamCache`]: as many as the node's default aggregate cache.
-pub const STREAM_CACHE: usize = 100_000;
+/// Entries of each kind kept by default: as many as the node's default aggregate cache.
+pub(super) const CAPACITY: usize = 100_000;
 
-/// The number and version of streams this store has appended to or looked up, so that an
-/// append to a known stream needs no query for either (two of the five statements of a typical
-/// command), and reading its events none for its number.
-///
-/// Why an entry stays true: only this connection writes (the lock is exclusive), and its only
-/// write to a stream's number or version is [`StoreWrite::append`], which updates the entry.
-/// Entries follow the connection's view, including a transaction's own appends; a transaction
-/// that ends without a successful commit empties the cache, since some entries may then be of
-/// appends that were rolled back. Bounded: emptied when full (each entry is then looked up
-/// again once).
-pub(super) struct StreamCache {
-    /// foldhash, randomly seeded per process: the keys are aggregate ids chosen by clients.
-    entries: HashMap<StreamId, Known, foldhash::fast::RandomState>,
+/// foldhash, randomly seeded per process: the keys are aggregate ids and document keys chosen
+/// by clients.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+pub(super) struct Known {
+    streams: Map<StreamId, KnownStream>,
+    /// Row numbers by collection, then by key.
+    documents: Map<String, Map<String, i64>>,
+    document_count: usize,
     capacity: usize,
 }
 
 /// A stream's number and version, as the connection sees them.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Known {
+pub(super) struct KnownStream {
     pub(super) stream_no: i64,
     pub(super) version: Version,
 }
 
-impl StreamCache {
+impl Known {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            entries: HashMap::default(),
+            streams: Map::default(),
+            documents: Map::default(),
+            document_count: 0,
             capacity,
         }
     }
 
-    pub(super) fn get(&self, stream: &StreamId) -> Option<Known> {
-        self.entries.get(stream).copied()
+    pub(super) fn stream(&self, stream: &StreamId) -> Option<KnownStream> {
+        self.streams.get(stream).copied()
     }
 
-    pub(super) fn put(&mut self, stream: &StreamId, known: Known) {
-        if let Some(entry) = self.entries.get_mut(stream) {
+    pub(super) fn set_stream(&mut self, stream: &StreamId, known: KnownStream) {
+        if let Some(entry) = self.streams.get_mut(stream) {
             *entry = known;
             return;
         }
         if self.capacity == 0 {
             return;
         }
-        if self.entries.len() >= self.capacity {
-            self.entries.clear();
+        if self.streams.len() >= self.capacity {
+            self.streams.clear();
         }
-        self.entries.insert(stream.clone(), known);
+        self.streams.insert(stream.clone(), known);
+    }
+
+    /// The row number of a document.
+    pub(super) fn document(&self, collection: &str, key: &str) -> Option<i64> {
+        self.documents.get(collection)?.get(key).copied()
+    }
+
+    pub(super) fn set_document(&mut self, collection: &str, key: &str, doc_no: i64) {
+        if let Some(entry) = self
+            .documents
+            .get_mut(collection)
+            .and_then(|k| k.get_mut(key))
+        {
+            *entry = doc_no;
+            return;
+        }
+        if self.capacity == 0 {
+            return;
+        }
+        if self.document_count >= self.capacity {
+            self.documents.clear();
+            self.document_count = 0;
+        }
+        let keys = match self.documents.get_mut(collection) {
+            Some(keys) => keys,
+            None => self.documents.entry(collection.to_string()).or_default(),
+        };
+        keys.insert(key.to_string(), doc_no);
+        self.document_count += 1;
+    }
+
+    pub(super) fn forget_document(&mut self, collection: &str, key: &str) {
+        if let Some(keys) = self.documents.get_mut(collection) {
+            if keys.remove(key).is_some() {
+                self.document_count -= 1;
+            }
+        }
+    }
+
+    pub(super) fn forget_collection(&mut self, collection: &str) {
+        if let Some(keys) = self.documents.remove(collection) {
+            self.document_count -= keys.len();
+        }
     }
 
     pub(super) fn clear(&mut self) {
-        self.entries.clear();
+        self.streams.clear();
+        self.documents.clear();
+        self.document_count = 0;
     }
 }

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, ErrorCode};
 
 use super::*;
-use known::{Known, StreamCache, STREAM_CACHE};
+use known::{Known, KnownStream};
 use read::read;
 use schema::migrate;
 use wal_room::WalRoom;
@@ -50,7 +50,7 @@ pub struct SqliteStore {
     /// (at open, and after a transaction that did not commit). Only this connection writes
     /// (the lock is exclusive), so a known head stays true until the next commit.
     head: Option<Position>,
-    streams: StreamCache,
+    known: Known,
 }
 
 impl SqliteStore {
@@ -101,15 +101,16 @@ impl SqliteStore {
             path,
             wal,
             head: None,
-            streams: StreamCache::new(STREAM_CACHE),
+            known: Known::new(known::CAPACITY),
         })
     }
 
-    /// Keeps the number and version of at most `capacity` streams in memory (default
-    /// 100,000; 0: none), so that appending to a known stream asks SQLite neither its number nor
-    /// its version (see `known.rs`).
+    /// Keeps the number and version of at most `capacity` streams, and the row number of at
+    /// most `capacity` documents, in memory (default 100,000; 0: none), so that appending to a
+    /// known stream or rewriting a known document looks nothing up by its text key (see
+    /// `known.rs`).
     pub fn cache_streams(&mut self, capacity: usize) {
-        self.streams = StreamCache::new(capacity);
+        self.known = Known::new(capacity);
     }
 
     pub fn path(&self) -> &Path {
@@ -139,8 +140,8 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-delegate_store_read!(impl[] SqliteStore, |this| read(&this.conn, &this.streams));
-delegate_store_read!(impl[] SqliteTx<'_>, |this| read(this.conn, this.streams));
+delegate_store_read!(impl[] SqliteStore, |this| read(&this.conn, &this.known));
+delegate_store_read!(impl[] SqliteTx<'_>, |this| read(this.conn, this.known));
 
 impl EventStore for SqliteStore {
     type Tx<'a> = SqliteTx<'a>;
@@ -158,12 +159,12 @@ impl EventStore for SqliteStore {
             head: 0,
             wal: &mut self.wal,
             committed: &mut self.head,
-            streams: &mut self.streams,
+            known: &mut self.known,
             done: false,
         };
         tx.head = match tx.committed.take() {
             Some(head) => head,
-            None => read(tx.conn, tx.streams).head()?,
+            None => read(tx.conn, tx.known).head()?,
         };
         Ok(tx)
     }
@@ -177,8 +178,8 @@ pub struct SqliteTx<'a> {
     wal: &'a mut WalRoom,
     /// The store's known head: set again only by a successful commit.
     committed: &'a mut Option<Position>,
-    /// The store's streams, updated as this transaction appends; emptied unless it commits.
-    streams: &'a mut StreamCache,
+    /// What the store knows, updated as this transaction writes; emptied unless it commits.
+    known: &'a mut Known,
     /// Committed.
     done: bool,
 }
@@ -188,7 +189,7 @@ impl Drop for SqliteTx<'_> {
         if self.done {
             return;
         }
-        self.streams.clear();
+        self.known.clear();
         // Still open: not committed, or a COMMIT that failed and left it open.
         if !self.conn.is_autocommit() {
             let rolled_back = self
@@ -209,7 +210,7 @@ impl StoreWrite for SqliteTx<'_> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>> {
-        let known = read(self.conn, self.streams).known(stream)?;
+        let known = read(self.conn, self.known).stream(stream)?;
         let actual = known.map_or(0, |k| k.version);
         if let ExpectedVersion::Exact(expected) = expected {
             if expected != actual {
@@ -260,28 +261,44 @@ impl StoreWrite for SqliteTx<'_> {
         // not written.
         self.head += recorded.len() as Position;
         let version = actual + recorded.len() as Version;
-        self.streams.put(stream, Known { stream_no, version });
+        self.known
+            .set_stream(stream, KnownStream { stream_no, version });
         Ok(recorded)
     }
 
     fn put_document(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<()> {
-        let result = match value {
-            Some(v) => self
-                .conn
-                .prepare_cached(
-                    "INSERT INTO documents (collection, key, value) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value",
-                )
-                .and_then(|mut st| st.execute(params![collection, key, v])),
-            None => self
+        let Some(value) = value else {
+            self.known.forget_document(collection, key);
+            return self
                 .conn
                 .prepare_cached("DELETE FROM documents WHERE collection = ?1 AND key = ?2")
-                .and_then(|mut st| st.execute(params![collection, key])),
+                .and_then(|mut st| st.execute(params![collection, key]))
+                .map(drop)
+                .map_err(sql_error);
         };
-        result.map(drop).map_err(sql_error)
+        if let Some(doc_no) = self.known.document(collection, key) {
+            return self
+                .conn
+                .prepare_cached("UPDATE documents SET value = ?2 WHERE doc_no = ?1")
+                .and_then(|mut st| st.execute(params![doc_no, value]))
+                .map(drop)
+                .map_err(sql_error);
+        }
+        let doc_no: i64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO documents (collection, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value
+                 RETURNING doc_no",
+            )
+            .and_then(|mut st| st.query_row(params![collection, key, value], |r| r.get(0)))
+            .map_err(sql_error)?;
+        self.known.set_document(collection, key, doc_no);
+        Ok(())
     }
 
     fn clear_collection(&mut self, collection: &str) -> Result<()> {
+        self.known.forget_collection(collection);
         self.conn
             .execute("DELETE FROM documents WHERE collection = ?1", [collection])
             .map(drop)

@@ -5,23 +5,23 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::*;
 
 /// The reads, on a connection or inside a transaction (which derefs to its connection).
-pub(super) fn read<'c>(conn: &'c Connection, streams: &'c StreamCache) -> Reader<'c> {
-    Reader { conn, streams }
+pub(super) fn read<'c>(conn: &'c Connection, known: &'c Known) -> Reader<'c> {
+    Reader { conn, known }
 }
 
 pub(super) struct Reader<'c> {
     conn: &'c Connection,
-    streams: &'c StreamCache,
+    known: &'c Known,
 }
 
 impl Reader<'_> {
     /// The stream's number and version, if it has events.
-    pub(super) fn known(&self, s: &StreamId) -> Result<Option<Known>> {
-        if let Some(known) = self.streams.get(s) {
+    pub(super) fn stream(&self, s: &StreamId) -> Result<Option<KnownStream>> {
+        if let Some(known) = self.known.stream(s) {
             return Ok(Some(known));
         }
         match self.stream_no(s)? {
-            Some(stream_no) => Ok(Some(Known {
+            Some(stream_no) => Ok(Some(KnownStream {
                 stream_no,
                 version: self.version_of(stream_no)?,
             })),
@@ -31,7 +31,7 @@ impl Reader<'_> {
 
     /// The stream's number, if it has events.
     fn stream_no(&self, s: &StreamId) -> Result<Option<i64>> {
-        if let Some(known) = self.streams.get(s) {
+        if let Some(known) = self.known.stream(s) {
             return Ok(Some(known.stream_no));
         }
         self.conn
@@ -54,7 +54,7 @@ impl Reader<'_> {
 
 impl StoreRead for Reader<'_> {
     fn stream_version(&self, s: &StreamId) -> Result<Version> {
-        Ok(self.known(s)?.map_or(0, |k| k.version))
+        Ok(self.stream(s)?.map_or(0, |k| k.version))
     }
 
     fn visit_stream(
@@ -145,13 +145,20 @@ impl StoreRead for Reader<'_> {
     }
 
     fn document(&self, collection: &str, key: &str) -> Result<Option<String>> {
-        self.conn
-            .prepare_cached("SELECT value FROM documents WHERE collection = ?1 AND key = ?2")
-            .and_then(|mut st| {
-                st.query_row(params![collection, key], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(sql_error)
+        let value = match self.known.document(collection, key) {
+            Some(doc_no) => self
+                .conn
+                .prepare_cached("SELECT value FROM documents WHERE doc_no = ?1")
+                .and_then(|mut st| st.query_row([doc_no], |r| r.get(0)).optional()),
+            None => self
+                .conn
+                .prepare_cached("SELECT value FROM documents WHERE collection = ?1 AND key = ?2")
+                .and_then(|mut st| {
+                    st.query_row(params![collection, key], |r| r.get(0))
+                        .optional()
+                }),
+        };
+        value.map_err(sql_error)
     }
 
     fn documents(
