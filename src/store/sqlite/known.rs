@@ -1,9 +1,9 @@
 //! What the store knows of its own file without asking SQLite: the number and version of
 //! streams, and the row number of projection documents.
 //!
-//! With them, a typical command (append one event to a known stream, rewrite its user's
-//! document) runs three statements that each go straight to a row by number, instead of five
-//! of which three descend an index on text keys.
+//! With them, a command to a known user runs two statements, both by number (insert the event,
+//! rewrite the document by its row number), where it ran four: the stream's number by its text
+//! key, the stream's version, the insert, and the document's upsert by its text key.
 //!
 //! Why an entry stays true: only this connection writes (the lock is exclusive), and every
 //! write it makes to what an entry records goes through this store, which updates the entry:
@@ -25,7 +25,9 @@ pub(super) const CAPACITY: usize = 100_000;
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 pub(super) struct Known {
-    streams: Map<StreamId, KnownStream>,
+    /// Streams by category, then by id.
+    streams: Map<String, Map<String, KnownStream>>,
+    stream_count: usize,
     /// Row numbers by collection, then by key.
     documents: Map<String, Map<String, i64>>,
     document_count: usize,
@@ -43,6 +45,7 @@ impl Known {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
             streams: Map::default(),
+            stream_count: 0,
             documents: Map::default(),
             document_count: 0,
             capacity,
@@ -50,21 +53,32 @@ impl Known {
     }
 
     pub(super) fn stream(&self, stream: &StreamId) -> Option<KnownStream> {
-        self.streams.get(stream).copied()
+        self.streams.get(&stream.category)?.get(&stream.id).copied()
     }
 
     pub(super) fn set_stream(&mut self, stream: &StreamId, known: KnownStream) {
-        if let Some(entry) = self.streams.get_mut(stream) {
+        let (category, id) = (stream.category.as_str(), stream.id.as_str());
+        if let Some(entry) = self
+            .streams
+            .get_mut(category)
+            .and_then(|ids| ids.get_mut(id))
+        {
             *entry = known;
             return;
         }
         if self.capacity == 0 {
             return;
         }
-        if self.streams.len() >= self.capacity {
+        if self.stream_count >= self.capacity {
             self.streams.clear();
+            self.stream_count = 0;
         }
-        self.streams.insert(stream.clone(), known);
+        let ids = match self.streams.get_mut(category) {
+            Some(ids) => ids,
+            None => self.streams.entry(category.to_string()).or_default(),
+        };
+        ids.insert(id.to_string(), known);
+        self.stream_count += 1;
     }
 
     /// The row number of a document.
@@ -112,6 +126,7 @@ impl Known {
 
     pub(super) fn clear(&mut self) {
         self.streams.clear();
+        self.stream_count = 0;
         self.documents.clear();
         self.document_count = 0;
     }
