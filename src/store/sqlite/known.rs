@@ -20,18 +20,11 @@ use super::*;
 /// Entries of each kind kept by default: as many as the node's default aggregate cache.
 pub(super) const CAPACITY: usize = 100_000;
 
-/// foldhash, randomly seeded per process: the keys are aggregate ids and document keys chosen
-/// by clients.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 pub(super) struct Known {
-    /// Streams by category, then by id.
-    streams: Map<String, Map<String, KnownStream>>,
-    stream_count: usize,
-    /// Row numbers by collection, then by key.
-    documents: Map<String, Map<String, i64>>,
-    document_count: usize,
-    capacity: usize,
+    /// By category, then id.
+    streams: TwoKeys<KnownStream>,
+    /// Row numbers by collection, then key.
+    documents: TwoKeys<i64>,
 }
 
 /// A stream's number and version, as the connection sees them.
@@ -44,90 +37,138 @@ pub(super) struct KnownStream {
 impl Known {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            streams: Map::default(),
-            stream_count: 0,
-            documents: Map::default(),
-            document_count: 0,
-            capacity,
+            streams: TwoKeys::new(capacity),
+            documents: TwoKeys::new(capacity),
         }
     }
 
     pub(super) fn stream(&self, stream: &StreamId) -> Option<KnownStream> {
-        self.streams.get(&stream.category)?.get(&stream.id).copied()
+        self.streams.get(&stream.category, &stream.id)
     }
 
     pub(super) fn set_stream(&mut self, stream: &StreamId, known: KnownStream) {
-        let (category, id) = (stream.category.as_str(), stream.id.as_str());
-        if let Some(entry) = self
-            .streams
-            .get_mut(category)
-            .and_then(|ids| ids.get_mut(id))
-        {
-            *entry = known;
-            return;
-        }
-        if self.capacity == 0 {
-            return;
-        }
-        if self.stream_count >= self.capacity {
-            self.streams.clear();
-            self.stream_count = 0;
-        }
-        let ids = match self.streams.get_mut(category) {
-            Some(ids) => ids,
-            None => self.streams.entry(category.to_string()).or_default(),
-        };
-        ids.insert(id.to_string(), known);
-        self.stream_count += 1;
+        self.streams.set(&stream.category, &stream.id, known)
     }
 
     /// The row number of a document.
     pub(super) fn document(&self, collection: &str, key: &str) -> Option<i64> {
-        self.documents.get(collection)?.get(key).copied()
+        self.documents.get(collection, key)
     }
 
     pub(super) fn set_document(&mut self, collection: &str, key: &str, doc_no: i64) {
-        if let Some(entry) = self
-            .documents
-            .get_mut(collection)
-            .and_then(|k| k.get_mut(key))
-        {
-            *entry = doc_no;
+        self.documents.set(collection, key, doc_no)
+    }
+
+    pub(super) fn forget_document(&mut self, collection: &str, key: &str) {
+        self.documents.forget(collection, key)
+    }
+
+    pub(super) fn forget_collection(&mut self, collection: &str) {
+        self.documents.forget_all(collection)
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.streams.clear();
+        self.documents.clear();
+    }
+}
+
+/// foldhash, randomly seeded per process: the keys are aggregate ids and document keys chosen
+/// by clients.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Values under two text keys (a few outer ones, many inner ones), looked up by `&str` with
+/// nothing allocated; at most `capacity` of them, all dropped when a new one would not fit.
+struct TwoKeys<V> {
+    maps: Map<String, Map<String, V>>,
+    len: usize,
+    capacity: usize,
+}
+
+impl<V: Copy> TwoKeys<V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            maps: Map::default(),
+            len: 0,
+            capacity,
+        }
+    }
+
+    fn get(&self, outer: &str, inner: &str) -> Option<V> {
+        self.maps.get(outer)?.get(inner).copied()
+    }
+
+    fn set(&mut self, outer: &str, inner: &str, value: V) {
+        if let Some(entry) = self.maps.get_mut(outer).and_then(|m| m.get_mut(inner)) {
+            *entry = value;
             return;
         }
         if self.capacity == 0 {
             return;
         }
-        if self.document_count >= self.capacity {
-            self.documents.clear();
-            self.document_count = 0;
+        if self.len >= self.capacity {
+            self.clear();
         }
-        let keys = match self.documents.get_mut(collection) {
-            Some(keys) => keys,
-            None => self.documents.entry(collection.to_string()).or_default(),
+        let map = match self.maps.get_mut(outer) {
+            Some(map) => map,
+            None => self.maps.entry(outer.to_string()).or_default(),
         };
-        keys.insert(key.to_string(), doc_no);
-        self.document_count += 1;
+        map.insert(inner.to_string(), value);
+        self.len += 1;
     }
 
-    pub(super) fn forget_document(&mut self, collection: &str, key: &str) {
-        if let Some(keys) = self.documents.get_mut(collection) {
-            if keys.remove(key).is_some() {
-                self.document_count -= 1;
+    fn forget(&mut self, outer: &str, inner: &str) {
+        if let Some(map) = self.maps.get_mut(outer) {
+            if map.remove(inner).is_some() {
+                self.len -= 1;
             }
         }
     }
 
-    pub(super) fn forget_collection(&mut self, collection: &str) {
-        if let Some(keys) = self.documents.remove(collection) {
-            self.document_count -= keys.len();
+    fn forget_all(&mut self, outer: &str) {
+        if let Some(map) = self.maps.remove(outer) {
+            self.len -= map.len();
         }
     }
 
-    pub(super) fn clear(&mut self) {
-        self.streams.clear();
-        self.stream_count = 0;
-        self.documents.clear();
-        self.document_count = 0;
+    fn clear(&mut self) {
+        self.maps.clear();
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_keys_count_what_they_hold_and_empty_when_full() {
+        let mut m = TwoKeys::new(3);
+        m.set("a", "x", 1);
+        m.set("a", "y", 2);
+        m.set("b", "z", 3);
+        m.set("a", "x", 4); // a rewrite takes no room
+        assert_eq!(
+            (m.get("a", "x"), m.get("a", "y"), m.get("b", "z")),
+            (Some(4), Some(2), Some(3))
+        );
+        m.forget("a", "y");
+        m.forget("a", "nothing");
+        m.set("c", "w", 5); // fits: two were held
+        assert_eq!(m.get("c", "w"), Some(5));
+        assert_eq!(m.get("a", "x"), Some(4));
+        m.forget_all("a");
+        m.forget_all("nothing");
+        assert_eq!(m.get("a", "x"), None);
+        m.set("d", "v", 6); // fits: two were held
+        assert_eq!((m.get("b", "z"), m.get("c", "w")), (Some(3), Some(5)));
+        m.set("e", "u", 7); // full: everything else goes
+        assert_eq!(m.get("e", "u"), Some(7));
+        for (o, i) in [("b", "z"), ("c", "w"), ("d", "v")] {
+            assert_eq!(m.get(o, i), None);
+        }
+        let mut none = TwoKeys::new(0);
+        none.set("a", "x", 1);
+        assert_eq!(none.get("a", "x"), None);
     }
 }
