@@ -115,7 +115,7 @@ pub fn serve(options: Options) -> Result<(), ServeError> {
         StoreChoice::Sqlite { data_dir } => pipeline.run(|id| {
             let path = store_file(data_dir, &id);
             let mut store = SqliteStore::open(&path)?;
-            store.cache_streams(options.config.cache_size);
+            store.set_cache_size(options.config.cache_size);
             tracing::info!(path = %path.display(), "store opened");
             Ok(Node::open(store, id, &options.config)?)
         }),

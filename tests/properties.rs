@@ -708,6 +708,14 @@ fn check_history(model: &Model, data: &Value, id: &str, line: &str) {
     }
 }
 
+/// The SQLite store as the server opens it: keeping in memory as many streams and documents as
+/// the case's aggregate cache holds (0, 2 or 100,000), so that small sizes empty it often.
+fn sqlite_store(path: &std::path::Path, case: &Case) -> SqliteStore {
+    let mut store = SqliteStore::open(path).unwrap();
+    store.set_cache_size(case.cache_size);
+    store
+}
+
 fn config(case: &Case) -> Config {
     Config {
         cache_size: case.cache_size,
@@ -960,14 +968,14 @@ proptest! {
     fn sqlite_node_matches_the_model_and_survives_a_reopen(case in case(40)) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cqrs.db");
-        let mut run = Run::new(SqliteStore::open(&path).unwrap(), &case);
+        let mut run = Run::new(sqlite_store(&path, &case), &case);
         let (lines, replies) = run.run(&case);
         let Run { node, model, next_id } = run;
         drop(node);
 
         // A node reopened on the same file gives the same answers.
         let mut run = Run {
-            node: Node::open(SqliteStore::open(&path).unwrap(), "cqrs", &config(&case)).unwrap(),
+            node: Node::open(sqlite_store(&path, &case), "cqrs", &config(&case)).unwrap(),
             model,
             next_id,
         };

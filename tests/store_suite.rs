@@ -1044,14 +1044,14 @@ fn sqlite() -> (SqliteStore, tempfile::TempDir) {
 /// is emptied again and again.
 fn sqlite_small_cache() -> (SqliteStore, tempfile::TempDir) {
     let (mut store, dir) = sqlite();
-    store.cache_streams(2);
+    store.set_cache_size(2);
     (store, dir)
 }
 
 /// SQLite keeping nothing in memory: every stream and document is looked up by its key.
 fn sqlite_no_cache() -> (SqliteStore, tempfile::TempDir) {
     let (mut store, dir) = sqlite();
-    store.cache_streams(0);
+    store.set_cache_size(0);
     (store, dir)
 }
 

@@ -112,7 +112,7 @@ impl SqliteStore {
     /// most `capacity` documents, in memory (default 100,000; 0: none), so that appending to a
     /// known stream or rewriting a known document looks nothing up by its text key (see
     /// `known.rs`).
-    pub fn cache_streams(&mut self, capacity: usize) {
+    pub fn set_cache_size(&mut self, capacity: usize) {
         self.known = Known::new(capacity);
     }
 
