@@ -5,10 +5,14 @@
 //! rewrite the document by its row number), where it ran four: the stream's number by its text
 //! key, the stream's version, the insert, and the document's upsert by its text key.
 //!
+//! A stream looked up and not found is kept too, as having no events: a create then looks its
+//! stream up once (when its aggregate is loaded), not three times (the snapshot, the load, the
+//! append).
+//!
 //! Why an entry stays true: only this connection writes (the lock is exclusive), and every
 //! write it makes to what an entry records goes through this store, which updates the entry:
-//! an append sets its stream's version, a document written gets its row number, a document
-//! deleted or a collection cleared is forgotten. Entries follow the connection's view, a
+//! an append sets its stream's number and version, a document written gets its row number, a
+//! document deleted or a collection cleared is forgotten. Entries follow the connection's view, a
 //! transaction's own writes included; a transaction that ends without a successful commit
 //! empties the whole cache, since some entries may then be of writes that were rolled back.
 //! Bounded: each kind is emptied when full (an entry is then looked up again once).
@@ -21,8 +25,8 @@ use super::*;
 pub(super) const CAPACITY: usize = 100_000;
 
 pub(super) struct Known {
-    /// By category, then id.
-    streams: TwoKeys<KnownStream>,
+    /// By category, then id; `None`: the stream has no events (it was looked up and not found).
+    streams: TwoKeys<Option<KnownStream>>,
     /// Row numbers by collection, then key.
     documents: TwoKeys<i64>,
 }
@@ -42,11 +46,12 @@ impl Known {
         }
     }
 
-    pub(super) fn stream(&self, stream: &StreamId) -> Option<KnownStream> {
+    /// `None`: not known; `Some(None)`: known to have no events.
+    pub(super) fn stream(&self, stream: &StreamId) -> Option<Option<KnownStream>> {
         self.streams.get(&stream.category, &stream.id)
     }
 
-    pub(super) fn set_stream(&mut self, stream: &StreamId, known: KnownStream) {
+    pub(super) fn set_stream(&mut self, stream: &StreamId, known: Option<KnownStream>) {
         self.streams.set(&stream.category, &stream.id, known)
     }
 

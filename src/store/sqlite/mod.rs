@@ -32,6 +32,7 @@ mod read;
 mod schema;
 mod wal_room;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, CachedStatement, Connection, ErrorCode};
@@ -50,7 +51,8 @@ pub struct SqliteStore {
     /// (at open, and after a transaction that did not commit). Only this connection writes
     /// (the lock is exclusive), so a known head stays true until the next commit.
     head: Option<Position>,
-    known: Known,
+    /// What it knows of its own file without asking SQLite; reads add what they look up.
+    known: RefCell<Known>,
 }
 
 impl SqliteStore {
@@ -104,7 +106,7 @@ impl SqliteStore {
             path,
             wal,
             head: None,
-            known: Known::new(known::CAPACITY),
+            known: RefCell::new(Known::new(known::CAPACITY)),
         })
     }
 
@@ -113,7 +115,7 @@ impl SqliteStore {
     /// known stream or rewriting a known document looks nothing up by its text key (see
     /// `known.rs`).
     pub fn set_cache_size(&mut self, capacity: usize) {
-        self.known = Known::new(capacity);
+        self.known = RefCell::new(Known::new(capacity));
     }
 
     pub fn path(&self) -> &Path {
@@ -162,7 +164,7 @@ impl EventStore for SqliteStore {
             head: 0,
             wal: &mut self.wal,
             committed: &mut self.head,
-            known: &mut self.known,
+            known: &self.known,
             held: Held::default(),
             done: false,
         };
@@ -183,7 +185,7 @@ pub struct SqliteTx<'a> {
     /// The store's known head: set again only by a successful commit.
     committed: &'a mut Option<Position>,
     /// What the store knows, updated as this transaction writes; emptied unless it commits.
-    known: &'a mut Known,
+    known: &'a RefCell<Known>,
     held: Held<'a>,
     /// Committed.
     done: bool,
@@ -216,7 +218,7 @@ impl Drop for SqliteTx<'_> {
         if self.done {
             return;
         }
-        self.known.clear();
+        self.known.borrow_mut().clear();
         // Still open: not committed, or a COMMIT that failed and left it open.
         if !self.conn.is_autocommit() {
             let rolled_back = self
@@ -287,14 +289,14 @@ impl StoreWrite for SqliteTx<'_> {
         // not written.
         self.head += recorded.len() as Position;
         let version = actual + recorded.len() as Version;
-        self.known
-            .set_stream(stream, KnownStream { stream_no, version });
+        let known = Some(KnownStream { stream_no, version });
+        self.known.borrow_mut().set_stream(stream, known);
         Ok(recorded)
     }
 
     fn put_document(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<()> {
         let Some(value) = value else {
-            self.known.forget_document(collection, key);
+            self.known.borrow_mut().forget_document(collection, key);
             return self
                 .conn
                 .prepare_cached("DELETE FROM documents WHERE collection = ?1 AND key = ?2")
@@ -302,7 +304,8 @@ impl StoreWrite for SqliteTx<'_> {
                 .map(drop)
                 .map_err(sql_error);
         };
-        if let Some(doc_no) = self.known.document(collection, key) {
+        let known = self.known.borrow().document(collection, key);
+        if let Some(doc_no) = known {
             let sql = "UPDATE documents SET value = ?2 WHERE doc_no = ?1";
             return held(&mut self.held.update_document, self.conn, sql)?
                 .execute(params![doc_no, value])
@@ -321,7 +324,9 @@ impl StoreWrite for SqliteTx<'_> {
             .map_err(sql_error)?;
         if inserted == 1 {
             let doc_no = self.conn.last_insert_rowid();
-            self.known.set_document(collection, key, doc_no);
+            self.known
+                .borrow_mut()
+                .set_document(collection, key, doc_no);
             return Ok(());
         }
         // There already, but not known (the store was reopened, or what it knows was emptied).
@@ -333,7 +338,7 @@ impl StoreWrite for SqliteTx<'_> {
     }
 
     fn clear_collection(&mut self, collection: &str) -> Result<()> {
-        self.known.forget_collection(collection);
+        self.known.borrow_mut().forget_collection(collection);
         self.conn
             .execute("DELETE FROM documents WHERE collection = ?1", [collection])
             .map(drop)

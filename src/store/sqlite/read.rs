@@ -1,46 +1,45 @@
 //! Every read, from the store or inside a transaction.
 
+use std::cell::RefCell;
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::*;
 
 /// The reads, on a connection or inside a transaction (which derefs to its connection).
-pub(super) fn read<'c>(conn: &'c Connection, known: &'c Known) -> Reader<'c> {
+pub(super) fn read<'c>(conn: &'c Connection, known: &'c RefCell<Known>) -> Reader<'c> {
     Reader { conn, known }
 }
 
 pub(super) struct Reader<'c> {
     conn: &'c Connection,
-    known: &'c Known,
+    /// Looked up first, and told what a lookup found (see `known.rs`).
+    known: &'c RefCell<Known>,
 }
 
 impl Reader<'_> {
     /// The stream's number and version, if it has events.
     pub(super) fn stream(&self, s: &StreamId) -> Result<Option<KnownStream>> {
-        if let Some(known) = self.known.stream(s) {
-            return Ok(Some(known));
+        if let Some(known) = self.known.borrow().stream(s) {
+            return Ok(known);
         }
-        match self.stream_no(s)? {
-            Some(stream_no) => Ok(Some(KnownStream {
-                stream_no,
-                version: self.version_of(stream_no)?,
-            })),
-            None => Ok(None),
-        }
-    }
-
-    /// The stream's number, if it has events.
-    fn stream_no(&self, s: &StreamId) -> Result<Option<i64>> {
-        if let Some(known) = self.known.stream(s) {
-            return Ok(Some(known.stream_no));
-        }
-        self.conn
+        let stream_no: Option<i64> = self
+            .conn
             .prepare_cached("SELECT stream_no FROM streams WHERE category = ?1 AND stream = ?2")
             .and_then(|mut st| {
                 st.query_row(params![s.category, s.id], |r| r.get(0))
                     .optional()
             })
-            .map_err(sql_error)
+            .map_err(sql_error)?;
+        let found = match stream_no {
+            Some(stream_no) => Some(KnownStream {
+                stream_no,
+                version: self.version_of(stream_no)?,
+            }),
+            None => None,
+        };
+        self.known.borrow_mut().set_stream(s, found);
+        Ok(found)
     }
 
     fn version_of(&self, stream_no: i64) -> Result<Version> {
@@ -68,7 +67,7 @@ impl StoreRead for Reader<'_> {
         // times never go backwards within a stream, so the first later event ends the read
         // (filtering on time in SQL would walk the index to the stream's end).
         let (max_version, max_time) = bounds(upto);
-        let Some(stream_no) = self.stream_no(s)? else {
+        let Some(KnownStream { stream_no, .. }) = self.stream(s)? else {
             return Ok(());
         };
         let mut st = self
@@ -124,6 +123,10 @@ impl StoreRead for Reader<'_> {
     }
 
     fn snapshot(&self, s: &StreamId, upto: Upto) -> Result<Option<Snapshot>> {
+        // A stream without events has no snapshot (they are taken of a stream's events).
+        if let Some(None) = self.known.borrow().stream(s) {
+            return Ok(None);
+        }
         let (max_version, max_time) = bounds(upto);
         self.conn
             .prepare_cached(
@@ -145,7 +148,8 @@ impl StoreRead for Reader<'_> {
     }
 
     fn document(&self, collection: &str, key: &str) -> Result<Option<String>> {
-        let value = match self.known.document(collection, key) {
+        let known = self.known.borrow().document(collection, key);
+        let value = match known {
             Some(doc_no) => self
                 .conn
                 .prepare_cached("SELECT value FROM documents WHERE doc_no = ?1")
