@@ -967,6 +967,27 @@ fn many_transactions_in_a_row<S: EventStore>(store: &mut S) {
     }
 }
 
+/// Snapshots are the caller's: a stream known to have no events can still have one (a store
+/// that remembers which streams have no events must not answer snapshots from that).
+fn snapshots_do_not_depend_on_events<S: EventStore>(store: &mut S) {
+    let c = stream("c");
+    assert_eq!(store.stream_version(&c).unwrap(), 0);
+    assert_eq!(store.read_stream(&c, 0, Upto::End).unwrap(), []);
+    let mut tx = store.begin().unwrap();
+    assert_eq!(tx.stream_version(&c).unwrap(), 0);
+    tx.put_snapshot(&c, &snap(2, 20, "two")).unwrap();
+    assert_eq!(
+        tx.snapshot(&c, Upto::End).unwrap(),
+        Some(snap(2, 20, "two"))
+    );
+    tx.commit().unwrap();
+    assert_eq!(store.stream_version(&c).unwrap(), 0);
+    assert_eq!(
+        store.snapshot(&c, Upto::End).unwrap(),
+        Some(snap(2, 20, "two"))
+    );
+}
+
 /// A document written in a transaction that rolled back, then other documents: each key keeps
 /// its own value (a store that numbers documents must not reuse a rolled-back number for the
 /// wrong key).
@@ -1082,6 +1103,7 @@ macro_rules! suite {
                 rollback_on_drop_restores_what_was_committed,
                 rollback_after_a_conflict,
                 many_transactions_in_a_row,
+                snapshots_do_not_depend_on_events,
                 documents_after_a_rollback_keep_their_own_values,
                 documents_after_deletes_keep_their_own_values,
             );

@@ -6,8 +6,7 @@
 //! key, the stream's version, the insert, and the document's upsert by its text key.
 //!
 //! A stream looked up and not found is kept too, as having no events: a create then looks its
-//! stream up once (when its aggregate is loaded), not three times (the snapshot, the load, the
-//! append).
+//! stream up once (when its aggregate is loaded), not twice (the load, then the append).
 //!
 //! Why an entry stays true: only this connection writes (the lock is exclusive), and every
 //! write it makes to what an entry records goes through this store, which updates the entry:

@@ -123,10 +123,6 @@ impl StoreRead for Reader<'_> {
     }
 
     fn snapshot(&self, s: &StreamId, upto: Upto) -> Result<Option<Snapshot>> {
-        // A stream without events has no snapshot (they are taken of a stream's events).
-        if let Some(None) = self.known.borrow().stream(s) {
-            return Ok(None);
-        }
         let (max_version, max_time) = bounds(upto);
         self.conn
             .prepare_cached(
