@@ -156,6 +156,12 @@ impl<A: Aggregate> Repository<A> {
     pub fn load_at(store: &impl StoreRead, id: &str, upto: Upto) -> Result<Loaded<A>, StoreError> {
         let stream = Self::stream(id);
         let mut loaded = Loaded::default();
+        // A stream without events (most often: the aggregate is being created) has nothing to
+        // load, snapshots included (they are taken of events); asked first, this spares a
+        // store the snapshot lookup, which on SQLite goes by the stream's text key.
+        if store.stream_version(&stream)? == 0 {
+            return Ok(loaded);
+        }
         if let Some(snap) = store.snapshot(&stream, upto)? {
             match A::from_snapshot(&snap.state) {
                 Ok(state) => {
