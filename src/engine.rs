@@ -3,7 +3,7 @@
 //! [`Repository`] loads aggregates (latest snapshot, then the events after it), keeps recently
 //! used ones in a bounded cache, and executes commands inside a store transaction:
 //!
-//! 1. load the aggregate (cache, or snapshot + replay);
+//! 1. load the aggregate (cache; or nothing if its stream has no events; or snapshot + replay);
 //! 2. fix the command's time and check it does not go backwards;
 //! 3. `decide` the events;
 //! 4. append them with the optimistic version check;
@@ -152,7 +152,8 @@ impl<A: Aggregate> Repository<A> {
         self.cache.clear();
     }
 
-    /// The aggregate's state from the newest snapshot inside `upto`, then the events after it.
+    /// The aggregate's state from the newest snapshot inside `upto`, then the events after it
+    /// (the initial state if the stream has no events).
     pub fn load_at(store: &impl StoreRead, id: &str, upto: Upto) -> Result<Loaded<A>, StoreError> {
         let stream = Self::stream(id);
         let mut loaded = Loaded::default();
