@@ -398,6 +398,90 @@ impl StoreWrite for SqliteTx<'_> {
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// The SQL of every statement run on this thread's traced connections.
+        static STATEMENTS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn record(event: rusqlite::trace::TraceEvent<'_>) {
+        if let rusqlite::trace::TraceEvent::Stmt(_, sql) = event {
+            let sql = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            STATEMENTS.with_borrow_mut(|s| s.push(sql));
+        }
+    }
+
+    /// The statements run since the last call.
+    fn statements() -> Vec<String> {
+        STATEMENTS.with_borrow_mut(std::mem::take)
+    }
+
+    /// What `known.rs` promises: a create looks its stream up once (the engine's load asks
+    /// whether it has events; the append then knows), and a command to a known stream and
+    /// document runs no lookup at all: the event's insert and the document's rewrite by row
+    /// number.
+    #[test]
+    fn a_command_looks_nothing_up_by_text_once_its_stream_and_document_are_known() {
+        use crate::domain::user::User;
+        use crate::engine::Repository;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path().join("n1.db")).unwrap();
+        store.conn.trace_v2(
+            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+            Some(record),
+        );
+        let stream = StreamId::new("User", "u1");
+        let event = || NewEvent {
+            event_type: "E".into(),
+            timestamp: Timestamp(1),
+            data: "{}".into(),
+        };
+        statements();
+
+        // A create, as the engine and the users projection run it.
+        let mut tx = store.begin().unwrap();
+        let loaded = Repository::<User>::load_at(&tx, "u1", Upto::End).unwrap();
+        assert_eq!(loaded.version, 0);
+        tx.append(&stream, ExpectedVersion::Exact(0), vec![event()])
+            .unwrap();
+        tx.put_document("users", "u1", Some("{}")).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            statements(),
+            [
+                "BEGIN IMMEDIATE",
+                "SELECT COALESCE(MAX(position), 0) FROM events",
+                "SELECT stream_no FROM streams WHERE category = ?1 AND stream = ?2",
+                "INSERT INTO streams (category, stream) VALUES (?1, ?2)",
+                "INSERT INTO events (position, stream_no, version, event_type, timestamp, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO documents (collection, key, value) VALUES (?1, ?2, ?3)",
+                "COMMIT",
+            ]
+        );
+
+        // The next command to it: the aggregate is cached by the engine, so no load.
+        let mut tx = store.begin().unwrap();
+        tx.append(&stream, ExpectedVersion::Exact(1), vec![event()])
+            .unwrap();
+        tx.put_document("users", "u1", Some("{\"n\":1}")).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            statements(),
+            [
+                "BEGIN IMMEDIATE",
+                "INSERT INTO events (position, stream_no, version, event_type, timestamp, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "UPDATE documents SET value = ?2 WHERE doc_no = ?1",
+                "COMMIT",
+            ]
+        );
+        assert_eq!(store.stream_version(&stream).unwrap(), 2);
+        assert_eq!(
+            store.document("users", "u1").unwrap().as_deref(),
+            Some("{\"n\":1}")
+        );
+    }
+
     /// The settings the durability promise rests on ("a reply goes out only once its transaction
     /// is fsync'd; a second process is refused"): WAL, a sync of the WAL at every commit, and the
     /// exclusive lock held from the moment the store opens.
