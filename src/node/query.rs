@@ -231,14 +231,10 @@ fn state_at(store: &impl StoreRead, id: &str, upto: Upto, key: &str, value: Valu
 }
 
 fn get_user_history(store: &impl StoreRead, id: &str) -> Answer {
-    let events = store.read_stream(&Repository::<User>::stream(id), 0, Upto::End)?;
-    if events.is_empty() {
-        return Ok(null());
-    }
     #[derive(Serialize)]
     struct Entry<'a> {
         #[serde(rename = "eventType")]
-        event_type: &'a str,
+        event_type: String,
         #[serde(rename = "aggregateId")]
         aggregate_id: &'a str,
         version: u64,
@@ -251,21 +247,24 @@ fn get_user_history(store: &impl StoreRead, id: &str) -> Answer {
         version: u64,
         events: Vec<Entry<'a>>,
     }
-    let entries = events
-        .iter()
-        .map(|e| {
-            Ok(Entry {
-                event_type: &e.event_type,
-                aggregate_id: &e.stream.id,
-                version: e.version,
-                timestamp: e.timestamp.to_string(),
-                data: raw_doc(e.data.clone())?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    // Each event is lent by the store and copied once, into its entry.
+    let mut events = Vec::new();
+    store.visit_stream(&Repository::<User>::stream(id), 0, Upto::End, &mut |e| {
+        events.push(Entry {
+            event_type: e.event_type.to_string(),
+            aggregate_id: id,
+            version: e.version,
+            timestamp: e.timestamp.to_string(),
+            data: raw_doc(e.data.to_string())?,
+        });
+        Ok(())
+    })?;
+    let Some(last) = events.last() else {
+        return Ok(null());
+    };
     raw(&History {
         id,
-        version: events.last().map_or(0, |e| e.version),
-        events: entries,
+        version: last.version,
+        events,
     })
 }
