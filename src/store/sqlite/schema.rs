@@ -133,18 +133,8 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// Schema 0, as the first versions of this store wrote it.
-    const SCHEMA_0: &str = "
-        CREATE TABLE events (
-            position   INTEGER PRIMARY KEY,
-            category   TEXT    NOT NULL,
-            stream     TEXT    NOT NULL,
-            version    INTEGER NOT NULL,
-            event_type TEXT    NOT NULL,
-            timestamp  INTEGER NOT NULL,
-            data       TEXT    NOT NULL,
-            UNIQUE (category, stream, version)
-        );
+    /// The tables schemas 0 and 1 share, as both wrote them.
+    const TABLES_OF_0_AND_1: &str = "
         CREATE TABLE documents (
             collection TEXT NOT NULL,
             key        TEXT NOT NULL,
@@ -163,6 +153,28 @@ mod tests {
             state     TEXT    NOT NULL,
             PRIMARY KEY (category, stream, version)
         ) WITHOUT ROWID;
+    ";
+
+    /// A store of an old schema: the tables it shares with the other old one, then its own
+    /// tables and content.
+    fn old_store(path: &std::path::Path, own: &str) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(TABLES_OF_0_AND_1).unwrap();
+        conn.execute_batch(own).unwrap();
+    }
+
+    /// Schema 0's own table, as the first versions of this store wrote it, and a store's content.
+    const SCHEMA_0: &str = "
+        CREATE TABLE events (
+            position   INTEGER PRIMARY KEY,
+            category   TEXT    NOT NULL,
+            stream     TEXT    NOT NULL,
+            version    INTEGER NOT NULL,
+            event_type TEXT    NOT NULL,
+            timestamp  INTEGER NOT NULL,
+            data       TEXT    NOT NULL,
+            UNIQUE (category, stream, version)
+        );
         INSERT INTO events VALUES
             (1, 'User', 'b', 1, 'UserCreated', 10, '{\"id\":\"b\"}'),
             (2, 'User', 'a', 1, 'UserCreated', 20, '{\"id\":\"a\"}'),
@@ -177,10 +189,7 @@ mod tests {
     fn a_store_of_schema_0_is_migrated_with_every_event_and_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n1.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(SCHEMA_0)
-            .unwrap();
+        old_store(&path, SCHEMA_0);
         let expect = |store: &SqliteStore| {
             let all = store.read_all(0, 100).unwrap();
             let got: Vec<_> = all
@@ -277,7 +286,8 @@ mod tests {
         );
     }
 
-    /// Schema 1 (numbered streams, documents keyed by text), as this store wrote it.
+    /// Schema 1's own tables (numbered streams; documents still keyed by text), as this store
+    /// wrote them, and a store's content.
     const SCHEMA_1: &str = "
         CREATE TABLE streams (
             stream_no INTEGER PRIMARY KEY,
@@ -294,24 +304,6 @@ mod tests {
             data       TEXT    NOT NULL,
             UNIQUE (stream_no, version)
         );
-        CREATE TABLE documents (
-            collection TEXT NOT NULL,
-            key        TEXT NOT NULL,
-            value      TEXT NOT NULL,
-            PRIMARY KEY (collection, key)
-        ) WITHOUT ROWID;
-        CREATE TABLE checkpoints (
-            projection TEXT PRIMARY KEY,
-            position   INTEGER NOT NULL
-        ) WITHOUT ROWID;
-        CREATE TABLE snapshots (
-            category  TEXT    NOT NULL,
-            stream    TEXT    NOT NULL,
-            version   INTEGER NOT NULL,
-            timestamp INTEGER NOT NULL,
-            state     TEXT    NOT NULL,
-            PRIMARY KEY (category, stream, version)
-        ) WITHOUT ROWID;
         INSERT INTO streams VALUES (1, 'User', 'b'), (2, 'User', 'a');
         INSERT INTO events VALUES
             (1, 1, 1, 'UserCreated', 10, '{\"id\":\"b\"}'),
@@ -328,10 +320,7 @@ mod tests {
     fn a_store_of_schema_1_gets_numbered_documents_and_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n1.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(SCHEMA_1)
-            .unwrap();
+        old_store(&path, SCHEMA_1);
         let documents = |store: &SqliteStore, c: &str| store.documents(c, None, 10).unwrap();
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
         {
