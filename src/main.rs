@@ -48,8 +48,8 @@ struct RunArgs {
     /// Write a snapshot of an aggregate every N events (0: never).
     #[arg(long, default_value_t = 100)]
     snapshot_every: u64,
-    /// Aggregates kept in memory between commands (and, on the durable store, as many streams'
-    /// numbers and versions).
+    /// Aggregates kept in memory between commands (and, on the durable store, the numbers of as
+    /// many streams and as many documents, so that commands look nothing up by text key).
     #[arg(long, default_value_t = 100_000)]
     cache_size: usize,
     /// Most messages handled (and commands committed) together.
