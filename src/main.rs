@@ -46,11 +46,11 @@ struct RunArgs {
     #[arg(long)]
     in_memory: bool,
     /// Write a snapshot of an aggregate every N events (0: never).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = Config::default().snapshot_every)]
     snapshot_every: u64,
     /// Aggregates kept in memory between commands (and, on the durable store, the numbers of as
     /// many streams and as many documents, so that commands look nothing up by text key).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = Config::default().cache_size)]
     cache_size: usize,
     /// Most messages handled (and commands committed) together.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
