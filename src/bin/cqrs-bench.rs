@@ -1576,7 +1576,8 @@ fn latency(bins: &Bins, dir: &Path, n: u64, seed: u64) -> Res<Latency> {
     )?;
     let mut model = Model::default();
     // The handshake first, untimed: the node opens its store when it learns its id, and that
-    // open is measured on its own (`open`), not as part of the first command's round trip.
+    // open is measured on its own (part 4, "Opening the durable store"), not as part of the
+    // first command's round trip.
     let init = init_line(lines.first().ok_or("no command to send")?)?;
     session.one_at_a_time(std::slice::from_ref(&init), &mut model)?;
     floor.send(&init)?;
