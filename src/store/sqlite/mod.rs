@@ -482,6 +482,70 @@ mod tests {
         );
     }
 
+    /// The same through the node, as a client's commands run: each command's own two writes
+    /// by number once its user is known, plus the projections' checkpoint, once per batch (here
+    /// each command is a batch of its own, as one-at-a-time clients send them).
+    #[test]
+    fn a_command_through_the_node_runs_its_two_writes_and_the_batch_checkpoint() {
+        use crate::node::{Config, Node};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("n1.db")).unwrap();
+        store.conn.trace_v2(
+            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+            Some(record),
+        );
+        let mut node = Node::open(store, "n1", &Config::default()).unwrap();
+        let command = |msg_id: u64, command: &str| {
+            format!(
+                r#"{{"src":"c1","dest":"n1","body":{{"type":"command","msg_id":{msg_id},"command":{command}}}}}"#
+            )
+        };
+        let create = command(
+            1,
+            r#"{"type":"CreateUser","expectedVersion":0,"timestamp":"2024-01-01T00:00:00Z","payload":{"id":"u1","name":"Ada","email":"ada@example.com"}}"#,
+        );
+        let rename = command(
+            2,
+            r#"{"type":"RenameUser","expectedVersion":1,"timestamp":"2024-01-01T00:00:01Z","payload":{"id":"u1","name":"Ada L."}}"#,
+        );
+        statements();
+
+        let mut out = Vec::new();
+        node.handle_lines(&[create], &mut out).unwrap();
+        assert!(String::from_utf8_lossy(&out).contains(r#""success":true"#));
+        let checkpoint = "INSERT INTO checkpoints (projection, position) VALUES (?1, ?2) \
+                          ON CONFLICT (projection) DO UPDATE SET position = excluded.position";
+        assert_eq!(
+            statements(),
+            [
+                "BEGIN IMMEDIATE",
+                "SELECT COALESCE(MAX(position), 0) FROM events",
+                "SELECT stream_no FROM streams WHERE category = ?1 AND stream = ?2",
+                "INSERT INTO streams (category, stream) VALUES (?1, ?2)",
+                "INSERT INTO events (position, stream_no, version, event_type, timestamp, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO documents (collection, key, value) VALUES (?1, ?2, ?3)",
+                checkpoint,
+                "COMMIT",
+            ]
+        );
+
+        out.clear();
+        node.handle_lines(&[rename], &mut out).unwrap();
+        assert!(String::from_utf8_lossy(&out).contains(r#""success":true"#));
+        assert_eq!(
+            statements(),
+            [
+                "BEGIN IMMEDIATE",
+                "INSERT INTO events (position, stream_no, version, event_type, timestamp, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "UPDATE documents SET value = ?2 WHERE doc_no = ?1",
+                checkpoint,
+                "COMMIT",
+            ]
+        );
+    }
+
     /// The settings the durability promise rests on ("a reply goes out only once its transaction
     /// is fsync'd; a second process is refused"): WAL, a sync of the WAL at every commit, and the
     /// exclusive lock held from the moment the store opens.
