@@ -415,6 +415,43 @@ mod tests {
         STATEMENTS.with_borrow_mut(std::mem::take)
     }
 
+    /// A new store in `dir` whose statements [`statements`] lists.
+    fn traced_store(dir: &tempfile::TempDir) -> SqliteStore {
+        let store = SqliteStore::open(dir.path().join("n1.db")).unwrap();
+        store.conn.trace_v2(
+            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+            Some(record),
+        );
+        statements();
+        store
+    }
+
+    // The statements of a command, as the trace shows them (whitespace folded).
+    const BEGIN: &str = "BEGIN IMMEDIATE";
+    const HEAD: &str = "SELECT COALESCE(MAX(position), 0) FROM events";
+    const FIND_STREAM: &str = "SELECT stream_no FROM streams WHERE category = ?1 AND stream = ?2";
+    const NEW_STREAM: &str = "INSERT INTO streams (category, stream) VALUES (?1, ?2)";
+    const INSERT_EVENT: &str = "INSERT INTO events (position, stream_no, version, event_type, \
+                                timestamp, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    const NEW_DOCUMENT: &str =
+        "INSERT OR IGNORE INTO documents (collection, key, value) VALUES (?1, ?2, ?3)";
+    const REWRITE_DOCUMENT: &str = "UPDATE documents SET value = ?2 WHERE doc_no = ?1";
+    const CHECKPOINT: &str = "INSERT INTO checkpoints (projection, position) VALUES (?1, ?2) \
+                              ON CONFLICT (projection) DO UPDATE SET position = excluded.position";
+    const COMMIT: &str = "COMMIT";
+    /// A create's statements inside its transaction: the stream looked up once, by its text
+    /// key, then everything written.
+    const CREATE: &[&str] = &[
+        BEGIN,
+        HEAD,
+        FIND_STREAM,
+        NEW_STREAM,
+        INSERT_EVENT,
+        NEW_DOCUMENT,
+    ];
+    /// A command to a known user: its two writes, by number.
+    const CHANGE: &[&str] = &[BEGIN, INSERT_EVENT, REWRITE_DOCUMENT];
+
     /// What `known.rs` promises: a create looks its stream up once (the engine's load asks
     /// whether it has events; the append then knows), and a command to a known stream and
     /// document runs no lookup at all: the event's insert and the document's rewrite by row
@@ -424,18 +461,13 @@ mod tests {
         use crate::domain::user::User;
         use crate::engine::Repository;
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(dir.path().join("n1.db")).unwrap();
-        store.conn.trace_v2(
-            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
-            Some(record),
-        );
+        let mut store = traced_store(&dir);
         let stream = StreamId::new("User", "u1");
         let event = || NewEvent {
             event_type: "E".into(),
             timestamp: Timestamp(1),
             data: "{}".into(),
         };
-        statements();
 
         // A create, as the engine and the users projection run it.
         let mut tx = store.begin().unwrap();
@@ -445,19 +477,7 @@ mod tests {
             .unwrap();
         tx.put_document("users", "u1", Some("{}")).unwrap();
         tx.commit().unwrap();
-        assert_eq!(
-            statements(),
-            [
-                "BEGIN IMMEDIATE",
-                "SELECT COALESCE(MAX(position), 0) FROM events",
-                "SELECT stream_no FROM streams WHERE category = ?1 AND stream = ?2",
-                "INSERT INTO streams (category, stream) VALUES (?1, ?2)",
-                "INSERT INTO events (position, stream_no, version, event_type, timestamp, data) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                "INSERT OR IGNORE INTO documents (collection, key, value) VALUES (?1, ?2, ?3)",
-                "COMMIT",
-            ]
-        );
+        assert_eq!(statements(), [CREATE, &[COMMIT]].concat());
 
         // The next command to it: the aggregate is cached by the engine, so no load.
         let mut tx = store.begin().unwrap();
@@ -465,16 +485,7 @@ mod tests {
             .unwrap();
         tx.put_document("users", "u1", Some("{\"n\":1}")).unwrap();
         tx.commit().unwrap();
-        assert_eq!(
-            statements(),
-            [
-                "BEGIN IMMEDIATE",
-                "INSERT INTO events (position, stream_no, version, event_type, timestamp, data) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                "UPDATE documents SET value = ?2 WHERE doc_no = ?1",
-                "COMMIT",
-            ]
-        );
+        assert_eq!(statements(), [CHANGE, &[COMMIT]].concat());
         assert_eq!(store.stream_version(&stream).unwrap(), 2);
         assert_eq!(
             store.document("users", "u1").unwrap().as_deref(),
@@ -489,12 +500,7 @@ mod tests {
     fn a_command_through_the_node_runs_its_two_writes_and_the_batch_checkpoint() {
         use crate::node::{Config, Node};
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("n1.db")).unwrap();
-        store.conn.trace_v2(
-            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
-            Some(record),
-        );
-        let mut node = Node::open(store, "n1", &Config::default()).unwrap();
+        let mut node = Node::open(traced_store(&dir), "n1", &Config::default()).unwrap();
         let command = |msg_id: u64, command: &str| {
             format!(
                 r#"{{"src":"c1","dest":"n1","body":{{"type":"command","msg_id":{msg_id},"command":{command}}}}}"#
@@ -508,42 +514,17 @@ mod tests {
             2,
             r#"{"type":"RenameUser","expectedVersion":1,"timestamp":"2024-01-01T00:00:01Z","payload":{"id":"u1","name":"Ada L."}}"#,
         );
-        statements();
+        statements(); // the node's opening
 
         let mut out = Vec::new();
         node.handle_lines(&[create], &mut out).unwrap();
         assert!(String::from_utf8_lossy(&out).contains(r#""success":true"#));
-        let checkpoint = "INSERT INTO checkpoints (projection, position) VALUES (?1, ?2) \
-                          ON CONFLICT (projection) DO UPDATE SET position = excluded.position";
-        assert_eq!(
-            statements(),
-            [
-                "BEGIN IMMEDIATE",
-                "SELECT COALESCE(MAX(position), 0) FROM events",
-                "SELECT stream_no FROM streams WHERE category = ?1 AND stream = ?2",
-                "INSERT INTO streams (category, stream) VALUES (?1, ?2)",
-                "INSERT INTO events (position, stream_no, version, event_type, timestamp, data) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                "INSERT OR IGNORE INTO documents (collection, key, value) VALUES (?1, ?2, ?3)",
-                checkpoint,
-                "COMMIT",
-            ]
-        );
+        assert_eq!(statements(), [CREATE, &[CHECKPOINT, COMMIT]].concat());
 
         out.clear();
         node.handle_lines(&[rename], &mut out).unwrap();
         assert!(String::from_utf8_lossy(&out).contains(r#""success":true"#));
-        assert_eq!(
-            statements(),
-            [
-                "BEGIN IMMEDIATE",
-                "INSERT INTO events (position, stream_no, version, event_type, timestamp, data) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                "UPDATE documents SET value = ?2 WHERE doc_no = ?1",
-                checkpoint,
-                "COMMIT",
-            ]
-        );
+        assert_eq!(statements(), [CHANGE, &[CHECKPOINT, COMMIT]].concat());
     }
 
     /// The settings the durability promise rests on ("a reply goes out only once its transaction
