@@ -205,6 +205,10 @@ impl MemoryStore {
     }
 
     /// The event at this index of a stream, as handed out.
+    ///
+    /// (`visit_stream` builds its views inline instead of through one shared helper, keeping each
+    /// event's data offset from the one before: a shared helper made the in-memory replay
+    /// benchmarks 7-11% slower.)
     fn recorded(&self, id: StreamId, stream: &Stream, index: usize) -> RecordedEvent {
         let e = &stream.events[index];
         RecordedEvent {
