@@ -6,7 +6,8 @@
 # Runs cqrs-bench's one-at-a-time part (the same commands, probes and durable floor as the full
 # benchmark), with the node and the durable floor under an LD_PRELOAD shim (phases.c) that
 # times their read, pwrite, fdatasync and reply write system calls, then prints the
-# benchmark's figures and the shim's breakdowns. Needs a C compiler (cc). The shim adds a few clock reads per system call.
+# benchmark's figures and the shim's breakdowns. Needs a C compiler (cc). The shim adds a few
+# clock reads per system call.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 commands=${1:-2000}
