@@ -6,7 +6,8 @@
 //! 1. load the aggregate (cache; or nothing if its stream has no events; or snapshot + replay);
 //! 2. fix the command's time and check it does not go backwards;
 //! 3. `decide` the events;
-//! 4. append them with the optimistic version check;
+//! 4. append them with the version they were decided on (on a shared store, a stale cached
+//!    state shows here: load again, decide again);
 //! 5. `evolve` the cached state, and write a snapshot every `snapshot_every` events.
 //!
 //! The cache holds state that is only tentative until the transaction commits: a caller whose
@@ -98,8 +99,13 @@ impl<A> Cache<A> {
         Some(loaded)
     }
 
+    /// Caches `loaded` under `id`, replacing what was cached for it.
     fn insert(&mut self, id: String, loaded: Loaded<A>) {
         if self.capacity == 0 {
+            return;
+        }
+        if let Some((cached, _)) = self.entries.get_mut(&id) {
+            *cached = loaded;
             return;
         }
         while self.entries.len() >= self.capacity {
@@ -154,7 +160,11 @@ impl<A: Aggregate> Repository<A> {
 
     /// The aggregate's state from the newest snapshot inside `upto`, then the events after it
     /// (the initial state if the stream has no events).
-    pub fn load_at(store: &impl StoreRead, id: &str, upto: Upto) -> Result<Loaded<A>, StoreError> {
+    pub fn load_at(
+        store: &(impl StoreRead + ?Sized),
+        id: &str,
+        upto: Upto,
+    ) -> Result<Loaded<A>, StoreError> {
         let stream = Self::stream(id);
         let mut loaded = Loaded::default();
         // A stream without events (most often: the aggregate is being created) has nothing to
@@ -182,49 +192,164 @@ impl<A: Aggregate> Repository<A> {
         Ok(loaded)
     }
 
-    /// Runs one command inside `tx` and returns the events it appended (possibly none). When it
-    /// appended events, `then` runs next, in the same transaction, with the state the aggregate
-    /// reached (for inline projections: see `projection::Projection::apply_command`).
-    pub fn execute<T: StoreWrite>(
+    /// Runs one command inside `tx`: the events it appended (possibly none) and the version the
+    /// aggregate reached. When it appended events, `then` runs next, in the same transaction,
+    /// with the state the aggregate reached (for inline projections: see
+    /// `projection::Projection::apply_command`).
+    ///
+    /// The events are appended with the version they were decided on
+    /// ([`ExpectedVersion::Exact`], never `Any`). On a store that only this node writes
+    /// ([`StoreRead::shared`] is false) the cached state is the stream's, so that check always
+    /// holds. On a shared store another writer may have moved the stream since it was cached:
+    /// the append's conflict says so, and the aggregate is loaded again and the command decided
+    /// again on the new state, up to [`MAX_REDECIDE`] times. A command with an expected version
+    /// fails with [`CommandError::Conflict`] when the stream, as stored, is at another version.
+    pub fn execute<T: StoreWrite + ?Sized>(
         &mut self,
         tx: &mut T,
         cmd: Execute<A::Command>,
-        then: impl FnOnce(&mut T, &A, &[RecordedEvent]) -> Result<(), StoreError>,
-    ) -> Result<Vec<RecordedEvent>, CommandError> {
+        mut then: impl FnMut(&mut T, &A, &[RecordedEvent]) -> Result<(), StoreError>,
+    ) -> Result<Executed, CommandError> {
         let every = self.snapshot_every;
-        if let Some(loaded) = self.cache.get_mut(A::target(&cmd.command)) {
-            return execute_on(tx, loaded, cmd, every, then);
-        }
+        let shared = tx.shared();
         let id = A::target(&cmd.command).to_string();
-        let mut loaded = Self::load_at(tx, &id, Upto::End)?;
-        let result = execute_on(tx, &mut loaded, cmd, every, then);
-        self.cache.insert(id, loaded);
-        result
+        let mut cmd = cmd;
+        let mut reload = false;
+        let mut decisions = 0;
+        loop {
+            decisions += 1;
+            // A second decision needs the command again: kept only where one can happen.
+            let spare = (shared && decisions <= MAX_REDECIDE).then(|| cmd.command.clone());
+            let (expected, time) = (cmd.expected, cmd.time);
+            let retry = Retry {
+                allowed: spare.is_some(),
+                reloaded: reload,
+            };
+            let outcome = match self.cache.get_mut(&id) {
+                Some(loaded) if !reload => execute_on(tx, loaded, cmd, every, retry, &mut then),
+                _ => {
+                    let mut loaded = Self::load_at(tx, &id, Upto::End)?;
+                    let outcome = execute_on(tx, &mut loaded, cmd, every, retry, &mut then);
+                    self.cache.insert(id.clone(), loaded);
+                    outcome
+                }
+            };
+            match (outcome, spare) {
+                (Err(Attempt::Stale), Some(command)) => {
+                    tracing::debug!(stream = %id, "stale state: loading it again to decide again");
+                    cmd = Execute {
+                        command,
+                        expected,
+                        time,
+                    };
+                    reload = true;
+                }
+                (Err(Attempt::Stale), None) => {
+                    unreachable!("a stale state is reported only when a retry is allowed")
+                }
+                (Err(Attempt::Failed(e)), _) => return Err(e),
+                (Ok(done), _) => return Ok(done),
+            }
+        }
+    }
+}
+
+/// Most times one command is decided: once, and again each time a shared store shows that the
+/// state it was decided on was stale.
+pub const MAX_REDECIDE: u32 = 8;
+
+/// A command that produced events, or none.
+#[derive(Debug)]
+pub struct Executed {
+    /// The events appended (none: the command changed nothing).
+    pub events: Vec<RecordedEvent>,
+    /// The aggregate's version after the command.
+    pub version: Version,
+}
+
+/// Whether [`execute_on`] may ask for a second decision.
+#[derive(Clone, Copy)]
+struct Retry {
+    /// A second decision can be made (a shared store, and tries left).
+    allowed: bool,
+    /// The state was just loaded from the store (inside this transaction), not taken from the
+    /// cache.
+    reloaded: bool,
+}
+
+/// Why a decision did not stand.
+enum Attempt {
+    /// The state it was decided on was stale: load it again and decide again.
+    Stale,
+    Failed(CommandError),
+}
+
+impl From<CommandError> for Attempt {
+    fn from(e: CommandError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+impl From<Rejection> for Attempt {
+    fn from(r: Rejection) -> Self {
+        Attempt::Failed(r.into())
+    }
+}
+
+impl From<StoreError> for Attempt {
+    fn from(e: StoreError) -> Self {
+        Attempt::Failed(e.into())
     }
 }
 
 /// Decides and appends; `loaded` changes only if events were appended.
-fn execute_on<A: Aggregate, T: StoreWrite>(
+fn execute_on<A: Aggregate, T: StoreWrite + ?Sized>(
     tx: &mut T,
     loaded: &mut Loaded<A>,
     cmd: Execute<A::Command>,
     snapshot_every: u64,
-    then: impl FnOnce(&mut T, &A, &[RecordedEvent]) -> Result<(), StoreError>,
-) -> Result<Vec<RecordedEvent>, CommandError> {
+    retry: Retry,
+    then: &mut impl FnMut(&mut T, &A, &[RecordedEvent]) -> Result<(), StoreError>,
+) -> Result<Executed, Attempt> {
     let stream = StreamId::new(A::CATEGORY, A::target(&cmd.command));
     let id = stream.id.as_str();
     let time = match (cmd.time, loaded.last_time) {
         (Some(t), Some(last)) if t < last => {
+            if retry.allowed && !retry.reloaded {
+                // The cached last time may be another writer's; the stored one decides.
+                return Err(Attempt::Stale);
+            }
             return Err(Rejection::invalid(format!(
                 "timestamp {t} is earlier than the last event of '{id}' ({last}); \
                      event times never go backwards"
             ))
-            .into())
+            .into());
         }
         (Some(t), _) => t,
         (None, last) => Timestamp::now().max(last.unwrap_or(Timestamp(i64::MIN))),
     };
     let events = loaded.state.decide_owned(cmd.command)?;
+    let decided_on = loaded.version;
+    if let ExpectedVersion::Exact(expected) = cmd.expected {
+        if expected != decided_on {
+            if retry.allowed && !retry.reloaded {
+                return Err(Attempt::Stale);
+            }
+            return Err(CommandError::Conflict {
+                expected,
+                actual: decided_on,
+            }
+            .into());
+        }
+    }
+    // Nothing to append on a store only this node writes: its state is the stream's. On a
+    // shared one even "no change" was decided on a state that must still be the stream's.
+    if events.is_empty() && !tx.shared() {
+        return Ok(Executed {
+            events: Vec::new(),
+            version: decided_on,
+        });
+    }
     let new: Vec<NewEvent> = events
         .iter()
         .map(|e| NewEvent {
@@ -233,9 +358,28 @@ fn execute_on<A: Aggregate, T: StoreWrite>(
             data: e.to_data(),
         })
         .collect();
-    let recorded = tx.append(&stream, cmd.expected, new)?;
+    let recorded = match tx.append(&stream, ExpectedVersion::Exact(decided_on), new) {
+        Ok(recorded) => recorded,
+        Err(StoreError::Conflict { actual, .. }) => {
+            if retry.allowed {
+                return Err(Attempt::Stale);
+            }
+            return Err(CommandError::Conflict {
+                expected: match cmd.expected {
+                    ExpectedVersion::Exact(e) => e,
+                    ExpectedVersion::Any => decided_on,
+                },
+                actual,
+            }
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if recorded.is_empty() {
-        return Ok(recorded);
+        return Ok(Executed {
+            events: recorded,
+            version: decided_on,
+        });
     }
     let before = loaded.version;
     for e in events {
@@ -255,7 +399,10 @@ fn execute_on<A: Aggregate, T: StoreWrite>(
         )?;
     }
     then(tx, &loaded.state, &recorded)?;
-    Ok(recorded)
+    Ok(Executed {
+        events: recorded,
+        version: loaded.version,
+    })
 }
 
 /// Applies one stored event to a loaded aggregate.

@@ -5,38 +5,49 @@
 //!
 //! ## Layout
 //!
-//! Read it bottom-up: each layer only knows the ones below it.
+//! Read it bottom-up: each layer only knows the ones below it; arrows point one way.
 //!
 //! * [`timestamp`]: event times, RFC 3339 in and out; [`json`]: fast JSON writing helpers.
 //! * [`store`]: the event store, the source of truth. The [`store::EventStore`] trait, with
 //!   [`store::MemoryStore`] and the durable [`store::SqliteStore`]; [`store::FaultyStore`] wraps
-//!   either to inject failures in tests.
+//!   either to inject failures in tests; [`store::testing`] is the suite every store passes.
 //! * [`domain`]: aggregates as pure functions, `decide` and `evolve`; [`domain::user`] is the
 //!   `User` aggregate; [`domain::testing`] runs given/when/then tests against any aggregate.
 //! * [`engine`]: runs a command against any aggregate: load (snapshot + replay), decide, append
-//!   with the optimistic version check, snapshot.
+//!   with the version it decided on, snapshot.
 //! * [`projection`]: read models built from the log, kept in the store with a checkpoint;
 //!   catch-up, rebuild and verification.
-//! * [`protocol`]: the wire types: envelopes, request bodies, reply bodies. No behaviour.
-//! * [`node`]: the dispatcher, one handler per message kind, and group commit.
-//! * [`transport`]: the line reader (limits, cut-off lines); [`server`] runs a node on
-//!   stdin/stdout, with a reader thread, batching and signals.
+//! * [`plugin`]: aggregates as plug-ins of a node: each declares its command and query types,
+//!   how their JSON is read, how queries are answered, and its projections; a
+//!   [`plugin::Registry`] holds them. [`plugin::user`] is the `User` plug-in.
+//! * [`node`]: the transport-free core. [`node::Node`] takes typed requests and answers typed
+//!   replies, one store transaction per batch (group commit); [`node::writer`] runs it on one
+//!   writer thread behind cloneable handles that any number of front ends submit to.
+//! * [`protocol`]: the wire of the JSON-lines protocol: envelopes, request bodies, reply bodies.
+//! * [`stdio`]: the stdin/stdout front end: a reader thread (line framing, envelopes) that
+//!   submits to the writer, and replies written as envelopes.
 //!
-//! The binary (`src/main.rs`) is the command line around [`server`]. Tools live in `src/bin/`:
-//! `cqrs-workload` (seeded workloads), `cqrs-echo` (the benchmark's echo floor), `cqrs-bench` (the
-//! end-to-end benchmark, see docs/benchmarks.md) and `cqrs-crashloop` (SIGKILL loop, see
-//! docs/reliability.md).
+//! The binary (`src/main.rs`) is the command line: it builds the registry and the store, opens
+//! the node and wires it to the stdio front end. Tools live in `src/bin/`: `cqrs-workload`
+//! (seeded workloads), `cqrs-echo` (the benchmark's echo floor), `cqrs-bench` (the end-to-end
+//! benchmark, see docs/benchmarks.md) and `cqrs-crashloop` (SIGKILL loop, see
+//! docs/reliability.md). `examples/bank` is a second aggregate wired into a node of its own.
 
 pub mod domain;
 pub mod engine;
 pub mod json;
 pub mod node;
+pub mod plugin;
 pub mod projection;
 pub mod protocol;
-pub mod server;
+pub mod stdio;
 pub mod store;
 pub mod timestamp;
-pub mod transport;
+
+/// The plug-ins the `cqrs` binary serves: the `User` aggregate.
+pub fn registry() -> plugin::Registry {
+    plugin::Registry::new().with(plugin::user::UserPlugin)
+}
 
 /// Turns transparent huge pages off for this process (Linux; elsewhere, nothing).
 ///

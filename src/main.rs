@@ -1,20 +1,37 @@
-//! `cqrs`: the command line. See README.md.
+//! `cqrs`: the command line, and the wiring: the registry of aggregates, the store, the node on
+//! its writer thread, and the stdio front end. See README.md.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use cqrs_node::node::Config;
+use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
-use cqrs_node::server::{self, Options, StoreChoice};
-use cqrs_node::store::{SqliteStore, StoreError};
+use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
+use cqrs_node::store::{sqlite_file, EventStore, MemoryStore, SqliteStore, StoreError};
 
-/// A CQRS + event-sourcing node: JSON lines on stdin, replies on stdout, events on disk.
+const ABOUT: &str = "A CQRS + event-sourcing node: JSON lines on stdin, replies on stdout, \
+events on disk.
+
+Without a subcommand, cqrs serves the node on standard input and output: it waits for JSON \
+messages, one per line (see docs/protocol.md), answers each on standard output, and logs on \
+standard error. It stops at the end of input (everything acknowledged is durable) or on \
+SIGTERM/SIGINT (after answering the batch in hand).";
+
+const EXIT_CODES: &str = "Exit status:
+  0  served until the end of input or a signal; `rebuild` done; `check` found nothing wrong
+  1  `check` found a difference (printed on stdout)
+  2  could not start or run: bad options, the store is in use by another process, the store
+     cannot be opened, created or read, standard output failed (the reason is on stderr)";
+
 #[derive(Parser)]
-#[command(name = "cqrs", version, about)]
+#[command(name = "cqrs", version, about = ABOUT, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    store: StoreArgs,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -22,36 +39,40 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Rebuild every projection from the event log (the node must not be running).
-    Rebuild(StoreArgs),
+    Rebuild,
     /// Check the log's shape and that every projection equals a full replay; exit 1 if not.
-    Check(StoreArgs),
+    Check,
 }
 
+/// Where the store is: given before or after a subcommand alike.
 #[derive(Args)]
 struct StoreArgs {
     /// Directory of the durable store: one SQLite file per node id.
-    #[arg(long, env = "CQRS_DATA_DIR", default_value = "./cqrs-data")]
+    #[arg(
+        long,
+        env = "CQRS_DATA_DIR",
+        default_value = "./cqrs-data",
+        global = true
+    )]
     data_dir: PathBuf,
     /// The node's id (default: an `init`'s node_id, else the first message's dest). For
     /// `rebuild` and `check`: the store to work on (default: every store in the directory).
-    #[arg(long, env = "CQRS_NODE_ID")]
+    #[arg(long, env = "CQRS_NODE_ID", global = true)]
     node_id: Option<String>,
+    /// Aggregates kept in memory between commands (and, on the durable store, the numbers of as
+    /// many streams and as many documents, so that commands look nothing up by text key).
+    #[arg(long, default_value_t = Config::default().cache_size, global = true)]
+    cache_size: usize,
 }
 
 #[derive(Args)]
 struct RunArgs {
-    #[command(flatten)]
-    store: StoreArgs,
     /// Keep everything in memory; write no file at all.
     #[arg(long)]
     in_memory: bool,
     /// Write a snapshot of an aggregate every N events (0: never).
     #[arg(long, default_value_t = Config::default().snapshot_every)]
     snapshot_every: u64,
-    /// Aggregates kept in memory between commands (and, on the durable store, the numbers of as
-    /// many streams and as many documents, so that commands look nothing up by text key).
-    #[arg(long, default_value_t = Config::default().cache_size)]
-    cache_size: usize,
     /// Most messages handled (and commands committed) together.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     max_batch: u64,
@@ -80,20 +101,21 @@ fn main() -> ExitCode {
         tracing::warn!("cannot handle SIGXFSZ: {e}");
     }
     let cli = Cli::parse();
+    let registry = Arc::new(cqrs_node::registry());
     let result = match cli.command {
-        None => serve(cli.run),
-        Some(Command::Rebuild(args)) => each_store(&args, "rebuild", |store| {
-            let applied = projection::rebuild(store, &projection::all())?;
-            println!("{}: rebuilt from {applied} events", store.path().display());
+        None => serve(&cli.store, cli.run, registry),
+        Some(Command::Rebuild) => each_store(&cli.store, "rebuild", |path, store| {
+            let applied = projection::rebuild(store, &registry.projections())?;
+            println!("{}: rebuilt from {applied} events", path.display());
             Ok(true)
         }),
-        Some(Command::Check(args)) => each_store(&args, "check", |store| {
-            let problems = projection::verify(store, &projection::all())?;
+        Some(Command::Check) => each_store(&cli.store, "check", |path, store| {
+            let problems = projection::verify(store, &registry.projections())?;
             for p in &problems {
-                println!("{}: {p}", store.path().display());
+                println!("{}: {p}", path.display());
             }
             if problems.is_empty() {
-                println!("{}: ok", store.path().display());
+                println!("{}: ok", path.display());
             }
             Ok(problems.is_empty())
         }),
@@ -108,24 +130,55 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: RunArgs) -> Result<bool, Box<dyn std::error::Error>> {
-    let store = if args.in_memory {
-        StoreChoice::Memory
-    } else {
-        StoreChoice::Sqlite {
-            data_dir: args.store.data_dir,
-        }
+/// Opens the node over a store, as a worker for the writer thread.
+fn open_node<S: EventStore + Send + 'static>(
+    store: S,
+    registry: Arc<cqrs_node::plugin::Registry>,
+    config: &Config,
+) -> Result<Node<S>, ServeError> {
+    Ok(Node::open(store, registry, config)?)
+}
+
+fn serve(
+    store: &StoreArgs,
+    args: RunArgs,
+    registry: Arc<cqrs_node::plugin::Registry>,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let config = Config {
+        cache_size: store.cache_size,
+        snapshot_every: args.snapshot_every,
     };
-    server::serve(Options {
-        store,
-        node_id: args.store.node_id,
-        config: Config {
-            cache_size: args.cache_size,
-            snapshot_every: args.snapshot_every,
-        },
+    let options = Options {
+        node_id: store.node_id.clone(),
         max_batch: args.max_batch as usize,
         max_line_bytes: args.max_line_bytes as usize,
-    })?;
+    };
+    let ended = if args.in_memory {
+        let service = Nodes::<MemoryStore>::new(registry.clone());
+        stdio::serve(&options, service, move |_id| {
+            open_node(MemoryStore::new(), registry, &config)
+        })?
+    } else {
+        let data_dir = store.data_dir.clone();
+        let service = Nodes::<SqliteStore>::new(registry.clone());
+        stdio::serve(&options, service, move |id| {
+            let path = sqlite_file(&data_dir, id);
+            let mut store = SqliteStore::open(&path)?;
+            store.set_cache_size(config.cache_size);
+            tracing::info!(path = %path.display(), "store opened");
+            open_node(store, registry, &config)
+        })?
+    };
+    let what = if args.in_memory {
+        "nothing was kept (--in-memory)"
+    } else {
+        "every acknowledged event is durable"
+    };
+    match ended {
+        Ended::Input => tracing::info!("input ended; {what}"),
+        Ended::Signal => tracing::info!("stopped by a signal; {what}"),
+        Ended::Unnamed => {}
+    }
     Ok(true)
 }
 
@@ -133,13 +186,13 @@ fn serve(args: RunArgs) -> Result<bool, Box<dyn std::error::Error>> {
 fn each_store(
     args: &StoreArgs,
     what: &str,
-    mut f: impl FnMut(&mut SqliteStore) -> Result<bool, StoreError>,
+    mut f: impl FnMut(&Path, &mut SqliteStore) -> Result<bool, StoreError>,
 ) -> Result<bool, Box<dyn std::error::Error>> {
     let paths = match &args.node_id {
-        Some(id) => vec![server::store_file(&args.data_dir, id)],
+        Some(id) => vec![sqlite_file(&args.data_dir, id)],
         None => {
             let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.data_dir)
-                .map_err(|e| format!("{}: {e}", args.data_dir.display()))?
+                .map_err(|e| format!("{what}: {}: {e}", args.data_dir.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "db"))
                 .collect();
@@ -156,7 +209,8 @@ fn each_store(
             return Err(format!("{what}: no store at {}", path.display()).into());
         }
         let mut store = SqliteStore::open(&path)?;
-        all_ok &= f(&mut store)?;
+        store.set_cache_size(args.cache_size);
+        all_ok &= f(&path, &mut store)?;
     }
     Ok(all_ok)
 }

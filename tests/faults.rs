@@ -8,8 +8,9 @@
 
 use std::sync::Arc;
 
-use cqrs_node::node::{Config, Node};
+use cqrs_node::node::Config;
 use cqrs_node::projection;
+use cqrs_node::stdio::Lines;
 use cqrs_node::store::{
     EventStore, Faults, FaultyStore, MemoryStore, Op, Plan, SqliteStore, StoreRead,
 };
@@ -43,7 +44,7 @@ fn query(msg_id: u64, kind: &str, params: Value) -> String {
 }
 
 /// Handles `lines` as one batch and returns the reply bodies, checking each names `c1`.
-fn send<S: EventStore>(node: &mut Node<S>, lines: &[String]) -> Vec<Value> {
+fn send<S: EventStore + Send + 'static>(node: &mut Lines<S>, lines: &[String]) -> Vec<Value> {
     let mut out = Vec::new();
     node.handle_lines(lines, &mut out)
         .expect("writing to a Vec");
@@ -73,23 +74,23 @@ fn assert_ok(body: &Value, msg_id: u64, events: &[(&str, &str)]) {
     );
 }
 
-fn faulty_node<S: EventStore>(inner: S) -> (Node<FaultyStore<S>>, Arc<Faults>) {
+fn faulty_node<S: EventStore + Send + 'static>(inner: S) -> (Lines<FaultyStore<S>>, Arc<Faults>) {
     let store = FaultyStore::new(inner);
     let faults = store.faults();
     let config = Config {
         cache_size: 16,
         snapshot_every: 2,
     };
-    (Node::open(store, "n1", &config).unwrap(), faults)
+    (Lines::open(store, "n1", &config).unwrap(), faults)
 }
 
 fn assert_consistent(store: &impl StoreRead) {
-    let problems = projection::verify(store, &projection::all()).unwrap();
+    let problems = projection::verify(store, &cqrs_node::registry().projections()).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
 }
 
 /// The scenario of a failed commit, on any inner store.
-fn failed_commit_then_recovery<S: EventStore>(inner: S) -> Node<FaultyStore<S>> {
+fn failed_commit_then_recovery<S: EventStore + Send + 'static>(inner: S) -> Lines<FaultyStore<S>> {
     let (mut node, faults) = faulty_node(inner);
     let r = send(
         &mut node,
@@ -237,7 +238,7 @@ fn a_failed_read_answers_a_query_with_error_13_and_the_node_goes_on() {
 fn a_store_that_cannot_be_read_at_start_is_an_error_not_a_panic() {
     let store = FaultyStore::new(MemoryStore::new());
     store.faults().set(Op::Read, Plan::Always);
-    assert!(Node::open(store, "n1", &Config::default()).is_err());
+    assert!(Lines::open(store, "n1", &Config::default()).is_err());
 }
 
 /// A step of the random test: a batch of commands, and maybe a fault on it.
@@ -305,7 +306,7 @@ proptest! {
     #[test]
     fn failed_batches_leave_no_trace(steps in prop::collection::vec(step(), 1..12)) {
         let (mut node, faults) = faulty_node(MemoryStore::new());
-        let mut reference = Node::open(MemoryStore::new(), "n1", &Config::default()).unwrap();
+        let mut reference = Lines::open(MemoryStore::new(), "n1", &Config::default()).unwrap();
         let mut seq = 0;
         for s in steps {
             let lines: Vec<String> = s.commands.iter().map(|&(k, u)| {

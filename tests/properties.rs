@@ -19,8 +19,9 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_node::node::{Config, Node};
+use cqrs_node::node::Config;
 use cqrs_node::projection;
+use cqrs_node::stdio::Lines;
 use cqrs_node::store::{EventStore, MemoryStore, SqliteStore, StoreWrite, StreamId, Upto};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -605,7 +606,7 @@ fn with_key(state: Option<&Map<String, Value>>, key: &str, value: Value) -> Valu
 }
 
 /// Sends lines to the node and returns the reply lines.
-fn send<S: EventStore>(node: &mut Node<S>, lines: &[String]) -> Vec<String> {
+fn send<S: EventStore + Send + 'static>(node: &mut Lines<S>, lines: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     node.handle_lines(lines, &mut out).unwrap();
     String::from_utf8(out)
@@ -723,16 +724,16 @@ fn config(case: &Case) -> Config {
     }
 }
 
-struct Run<S: EventStore> {
-    node: Node<S>,
+struct Run<S: EventStore + Send + 'static> {
+    node: Lines<S>,
     model: Model,
     next_id: u64,
 }
 
-impl<S: EventStore> Run<S> {
+impl<S: EventStore + Send + 'static> Run<S> {
     fn new(store: S, case: &Case) -> Self {
         Self {
-            node: Node::open(store, "cqrs", &config(case)).unwrap(),
+            node: Lines::open(store, "cqrs", &config(case)).unwrap(),
             model: Model::default(),
             next_id: 0,
         }
@@ -897,7 +898,8 @@ impl<S: EventStore> Run<S> {
         let (mut lines, mut expected) = self.projection_queries();
         self.ask(&lines, &expected, "final GetUser/ListUsers");
 
-        let problems = projection::verify(self.node.store(), &projection::all()).unwrap();
+        let problems =
+            projection::verify(self.node.store(), &cqrs_node::registry().projections()).unwrap();
         assert!(problems.is_empty(), "verify: {problems:#?}");
 
         // Snapshots were taken where the streams are long enough, so the temporal queries below
@@ -975,13 +977,13 @@ proptest! {
 
         // A node reopened on the same file gives the same answers.
         let mut run = Run {
-            node: Node::open(sqlite_store(&path, &case), "cqrs", &config(&case)).unwrap(),
+            node: Lines::open(sqlite_store(&path, &case), "cqrs", &config(&case)).unwrap(),
             model,
             next_id,
         };
         let again = send(&mut run.node, &lines);
         prop_assert_eq!(replies, again);
-        let problems = projection::verify(run.node.store(), &projection::all()).unwrap();
+        let problems = projection::verify(run.node.store(), &cqrs_node::registry().projections()).unwrap();
         prop_assert!(problems.is_empty(), "verify after reopen: {:#?}", problems);
     }
 }

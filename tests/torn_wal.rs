@@ -8,8 +8,9 @@
 
 use std::path::Path;
 
-use cqrs_node::node::{Config, Node};
+use cqrs_node::node::Config;
 use cqrs_node::projection;
+use cqrs_node::stdio::Lines;
 use cqrs_node::store::{SqliteStore, StoreRead};
 use serde_json::json;
 
@@ -63,7 +64,7 @@ fn batch(n: usize, seq: &mut u64) -> Vec<String> {
         .collect()
 }
 
-fn run(node: &mut Node<SqliteStore>, lines: &[String]) {
+fn run(node: &mut Lines<SqliteStore>, lines: &[String]) {
     let mut out = Vec::new();
     node.handle_lines(lines, &mut out).unwrap();
     assert!(!String::from_utf8(out).unwrap().contains("\"code\":13"));
@@ -76,7 +77,7 @@ fn open_copy(db: &[u8], wal: &[u8], what: &str) -> Log {
     std::fs::write(&path, db).unwrap();
     std::fs::write(dir.path().join("n1.db-wal"), wal).unwrap();
     let store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{what}: open: {e}"));
-    let problems = projection::verify(&store, &projection::all()).unwrap();
+    let problems = projection::verify(&store, &cqrs_node::registry().projections()).unwrap();
     assert!(problems.is_empty(), "{what}: {problems:?}");
     dump(&store)
 }
@@ -97,12 +98,12 @@ fn a_cut_or_garbled_wal_leaves_a_prefix_of_whole_transactions() {
 
     // Some history checkpointed into the main file (closing checkpoints the WAL).
     {
-        let mut node = Node::open(SqliteStore::open(&path).unwrap(), "n1", &config).unwrap();
+        let mut node = Lines::open(SqliteStore::open(&path).unwrap(), "n1", &config).unwrap();
         for n in [3, 5, 1] {
             run(&mut node, &batch(n, &mut seq));
         }
     }
-    let mut node = Node::open(SqliteStore::open(&path).unwrap(), "n1", &config).unwrap();
+    let mut node = Lines::open(SqliteStore::open(&path).unwrap(), "n1", &config).unwrap();
     let mut committed = vec![dump(node.store())];
     assert!(!committed[0].is_empty());
     // Transactions that stay in the WAL: the node is never closed.

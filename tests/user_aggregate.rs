@@ -6,7 +6,7 @@ use cqrs_node::domain::user::{
     Attributes, PayloadError, Status, User, UserCommand, UserEvent, MAX_ATTRIBUTES,
     MAX_ATTRIBUTE_BYTES, MAX_ATTRIBUTE_NAME_BYTES, MAX_ID_BYTES,
 };
-use cqrs_node::domain::{Aggregate, RejectionKind};
+use cqrs_node::domain::{code, Aggregate};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -29,7 +29,7 @@ fn cmd(kind: &str, payload: Value) -> UserCommand {
 fn invalid(kind: &str, payload: Value) -> String {
     match UserCommand::from_payload(kind, attrs(payload.clone())) {
         Err(PayloadError::Invalid(r)) => {
-            assert_eq!(r.kind, RejectionKind::ValidationFailed);
+            assert_eq!(r.code, code::VALIDATION_FAILED);
             assert!(!r.message.is_empty());
             r.message
         }
@@ -121,7 +121,7 @@ fn create_user_puts_id_then_name_then_the_rest_in_payload_order() {
 fn create_user_twice_is_already_exists() {
     let r = T::given(vec![john()])
         .when(cmd("CreateUser", json!({"id": "u1", "name": "Other"})))
-        .then_rejected(RejectionKind::AlreadyExists);
+        .then_rejected(code::ALREADY_EXISTS);
     assert!(r.message.contains("u1"), "{}", r.message);
     // Even with exactly the same attributes: a create is never a no-op.
     T::given(vec![john()])
@@ -129,17 +129,17 @@ fn create_user_twice_is_already_exists() {
             "CreateUser",
             json!({"id": "u1", "name": "John", "email": "john@example.com"}),
         ))
-        .then_rejected(RejectionKind::AlreadyExists);
+        .then_rejected(code::ALREADY_EXISTS);
 }
 
 #[test]
 fn a_deleted_users_id_stays_taken() {
     T::given(vec![john(), UserEvent::UserDeleted])
         .when(cmd("CreateUser", json!({"id": "u1", "name": "John"})))
-        .then_rejected(RejectionKind::AlreadyExists);
+        .then_rejected(code::ALREADY_EXISTS);
     T::given(vec![john(), renamed("Johnny"), UserEvent::UserDeleted])
         .when(cmd("CreateUser", json!({"id": "u1", "name": "New"})))
-        .then_rejected(RejectionKind::AlreadyExists);
+        .then_rejected(code::ALREADY_EXISTS);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -208,22 +208,22 @@ fn update_user_cannot_change_the_id() {
 fn update_user_that_does_not_exist_is_not_found() {
     let r = T::given_nothing()
         .when(cmd("UpdateUser", json!({"id": "u1", "name": "X"})))
-        .then_rejected(RejectionKind::NotFound);
+        .then_rejected(code::NOT_FOUND);
     assert!(r.message.contains("u1"), "{}", r.message);
     // Even when it would change nothing.
     T::given_nothing()
         .when(cmd("UpdateUser", json!({"id": "u1"})))
-        .then_rejected(RejectionKind::NotFound);
+        .then_rejected(code::NOT_FOUND);
 }
 
 #[test]
 fn update_user_that_was_deleted_is_deleted() {
     T::given(vec![john(), UserEvent::UserDeleted])
         .when(cmd("UpdateUser", json!({"id": "u1", "name": "X"})))
-        .then_rejected(RejectionKind::Deleted);
+        .then_rejected(code::DELETED);
     T::given(vec![john(), UserEvent::UserDeleted])
         .when(cmd("UpdateUser", json!({"id": "u1", "name": "John"})))
-        .then_rejected(RejectionKind::Deleted);
+        .then_rejected(code::DELETED);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,14 +267,14 @@ fn rename_user_ignores_other_attributes() {
 fn rename_user_not_found_and_deleted() {
     T::given_nothing()
         .when(cmd("RenameUser", json!({"id": "u1", "name": "Jo"})))
-        .then_rejected(RejectionKind::NotFound);
+        .then_rejected(code::NOT_FOUND);
     T::given(vec![john(), UserEvent::UserDeleted])
         .when(cmd("RenameUser", json!({"id": "u1", "name": "Jo"})))
-        .then_rejected(RejectionKind::Deleted);
+        .then_rejected(code::DELETED);
     // A no-op on a deleted user is still refused.
     T::given(vec![john(), UserEvent::UserDeleted])
         .when(cmd("RenameUser", json!({"id": "u1", "name": "John"})))
-        .then_rejected(RejectionKind::Deleted);
+        .then_rejected(code::DELETED);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,10 +315,10 @@ fn change_user_email_of_a_user_without_one_adds_it_last() {
 fn change_user_email_not_found_and_deleted() {
     T::given_nothing()
         .when(cmd("ChangeUserEmail", json!({"id": "u1", "email": "a@b"})))
-        .then_rejected(RejectionKind::NotFound);
+        .then_rejected(code::NOT_FOUND);
     T::given(vec![john(), UserEvent::UserDeleted])
         .when(cmd("ChangeUserEmail", json!({"id": "u1", "email": "a@b"})))
-        .then_rejected(RejectionKind::Deleted);
+        .then_rejected(code::DELETED);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,14 +337,14 @@ fn delete_user() {
 fn delete_user_twice_is_deleted() {
     T::given(vec![john(), UserEvent::UserDeleted])
         .when(cmd("DeleteUser", json!({"id": "u1"})))
-        .then_rejected(RejectionKind::Deleted);
+        .then_rejected(code::DELETED);
 }
 
 #[test]
 fn delete_user_that_does_not_exist_is_not_found() {
     T::given_nothing()
         .when(cmd("DeleteUser", json!({"id": "u1"})))
-        .then_rejected(RejectionKind::NotFound);
+        .then_rejected(code::NOT_FOUND);
 }
 
 #[test]
@@ -592,7 +592,7 @@ fn attribute_count_limit_on_update() {
         .then_no_events();
     let r = T::given(vec![full.clone()])
         .when(cmd("UpdateUser", json!({"id": "u1", "new": 1})))
-        .then_rejected(RejectionKind::ValidationFailed);
+        .then_rejected(code::VALIDATION_FAILED);
     assert!(
         r.message.contains(&MAX_ATTRIBUTES.to_string()),
         "{}",
@@ -600,7 +600,7 @@ fn attribute_count_limit_on_update() {
     );
     T::given(vec![full.clone()])
         .when(cmd("ChangeUserEmail", json!({"id": "u1", "email": "a@b"})))
-        .then_rejected(RejectionKind::ValidationFailed);
+        .then_rejected(code::VALIDATION_FAILED);
     // One below full: one new attribute fits, two do not.
     let almost = created(with_extra(MAX_ATTRIBUTES - 3));
     T::given(vec![almost.clone()])
@@ -608,7 +608,7 @@ fn attribute_count_limit_on_update() {
         .then_events(vec![updated(json!({"new": 1}))]);
     T::given(vec![almost.clone()])
         .when(cmd("UpdateUser", json!({"id": "u1", "new": 1, "newer": 2})))
-        .then_rejected(RejectionKind::ValidationFailed);
+        .then_rejected(code::VALIDATION_FAILED);
     T::given(vec![almost])
         .when(cmd("ChangeUserEmail", json!({"id": "u1", "email": "a@b"})))
         .then_events(vec![email_changed("a@b")]);

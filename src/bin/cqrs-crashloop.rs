@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use cqrs_node::server::store_file;
+use cqrs_node::store::sqlite_file as store_file;
 use cqrs_node::store::{SqliteStore, StoreRead};
 use cqrs_node::timestamp::Timestamp;
 use serde_json::{json, Map, Value};

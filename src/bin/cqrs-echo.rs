@@ -1,11 +1,11 @@
 //! `cqrs-echo`: the benchmark's *echo floor*.
 //!
 //! It does everything the `cqrs` node does around the work itself, with the very same code: it is
-//! a [`Service`] run by the node's own [`Pipeline`] (src/server.rs: the line reader and the parser
-//! on the reader thread, the bounded queue, the batching, the 64 KiB buffered stdout flushed once
-//! per batch) and gathers and writes its replies as the node does ([`protocol::write_message`],
-//! [`protocol::flush_lines`]). Then, instead of executing a message, it answers with a fixed,
-//! well-formed reply:
+//! a [`Service`] served by the node's own stdio front end (src/stdio: the line reader and the
+//! parser on the reader thread, the envelopes, the 64 KiB buffered stdout flushed once per chunk)
+//! and a [`Worker`] on the node's own writer thread (src/node/writer.rs: the bounded queue, the
+//! batching, the lone request handled where it was read). Then, instead of executing a message,
+//! it answers with a fixed, well-formed reply:
 //! `command_result` with `success: true` and no events for a command, `query_result` with
 //! `data: null` for a query, `init_ok` for an init, the protocol error for an invalid request.
 //!
@@ -18,14 +18,13 @@
 //! durable command can have through this pipeline on this disk.
 
 use std::fs::File;
-use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use clap::Parser;
-use cqrs_node::node::FLUSH_BYTES;
-use cqrs_node::protocol::{self, reply, Body, ErrorCode, Request};
-use cqrs_node::server::{Pipeline, Service};
+use cqrs_node::node::writer::Worker;
+use cqrs_node::protocol::reply::{self, WriteJson};
+use cqrs_node::stdio::{self, Options, Service};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -51,79 +50,65 @@ struct Cli {
     fsync_file: Option<PathBuf>,
 }
 
-struct Echo {
-    id: String,
-    null: Box<RawValue>,
-    /// The durable floor's file.
-    sync: Option<File>,
-}
-
 /// What the durable floor writes before each batch.
 const BLOCK: [u8; 4096] = [0xA5; 4096];
 
-/// What the fixed reply needs of a request; the rest of it is dropped on the reader thread,
-/// where it was allocated (as the node drops what it does not keep).
-struct Answer {
-    src: String,
-    msg_id: Value,
-    reply: Reply,
-}
-
-enum Reply {
+/// A request, and its reply: only its kind is kept (the rest of the message is dropped on the
+/// reader thread, where it was allocated, as the node drops what it does not keep).
+#[derive(Clone, Copy)]
+enum Kind {
     Command,
     Query,
-    Init,
-    Error(ErrorCode, String),
+    Pass,
 }
 
-impl Service for Echo {
-    type Message = Option<Answer>;
+/// The writer thread's side: the durable floor's file, if any.
+struct Echo {
+    sync: Option<File>,
+}
 
-    fn prepare(request: Request) -> Option<Answer> {
-        let reply = match request.body {
-            Body::Command(_) => Reply::Command,
-            Body::Query(_) => Reply::Query,
-            Body::Init { .. } => Reply::Init,
-            Body::Invalid { code, text } => Reply::Error(code, text),
-        };
-        Some(Answer {
-            src: request.src,
-            msg_id: request.msg_id?,
-            reply,
-        })
+impl Worker for Echo {
+    type Request = Kind;
+    type Reply = Kind;
+
+    fn handle(&mut self, batch: Vec<Kind>, deliver: &mut dyn FnMut(Kind)) {
+        if let Some(f) = &self.sync {
+            // As the node's commit: a failed sync answers nothing of the batch.
+            if let Err(e) = f.write_all_at(&BLOCK, 0).and_then(|()| f.sync_data()) {
+                eprintln!("cqrs-echo: {e}");
+                std::process::exit(2);
+            }
+        }
+        batch.into_iter().for_each(deliver);
+    }
+}
+
+/// The reader thread's side: fixed replies.
+struct Replies {
+    null: Box<RawValue>,
+}
+
+impl Service for Replies {
+    type Worker = Echo;
+
+    fn command(&self, _: Value) -> Kind {
+        Kind::Command
     }
 
-    fn handle(&mut self, batch: Vec<Option<Answer>>, sink: &mut impl Write) -> io::Result<()> {
-        if let Some(f) = &self.sync {
-            f.write_all_at(&BLOCK, 0)?;
-            f.sync_data()?;
+    fn query(&self, _: Value) -> Kind {
+        Kind::Query
+    }
+
+    fn pass(&self) -> Kind {
+        Kind::Pass
+    }
+
+    fn write(&self, out: &mut Vec<u8>, in_reply_to: &Value, reply: Kind) {
+        match reply {
+            Kind::Command => reply::CommandOk::new(in_reply_to, Vec::new()).write_json(out),
+            Kind::Query => reply::QueryOk::new(in_reply_to, &self.null).write_json(out),
+            Kind::Pass => unreachable!("the front end answers what it passed"),
         }
-        // Gathered and written out as the node does its replies (see `Node::handle`).
-        let mut buf = Vec::with_capacity(batch.len().min(1024) * 128);
-        for a in batch.iter().flatten() {
-            let (src, dest, msg_id) = (self.id.as_str(), a.src.as_str(), &a.msg_id);
-            let out = &mut buf;
-            match &a.reply {
-                Reply::Command => protocol::write_message(
-                    out,
-                    src,
-                    dest,
-                    &reply::CommandOk::new(msg_id, Vec::new()),
-                ),
-                Reply::Query => protocol::write_message(
-                    out,
-                    src,
-                    dest,
-                    &reply::QueryOk::new(msg_id, &self.null),
-                ),
-                Reply::Init => protocol::write_message(out, src, dest, &reply::InitOk::new(msg_id)),
-                Reply::Error(code, text) => {
-                    protocol::write_message(out, src, dest, &reply::Error::new(msg_id, *code, text))
-                }
-            }
-            protocol::flush_lines(&mut buf, FLUSH_BYTES, sink)?;
-        }
-        protocol::flush_lines(&mut buf, 0, sink)
     }
 }
 
@@ -131,7 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As `cqrs` does: the same allocator settings for both sides of the ratio.
     cqrs_node::disable_transparent_huge_pages();
     let cli = Cli::parse();
-    let pipeline = Pipeline {
+    let options = Options {
         node_id: cli.node_id,
         max_batch: cli.max_batch as usize,
         max_line_bytes: cli.max_line_bytes as usize,
@@ -152,6 +137,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
-    pipeline.run(|id| Ok(Echo { id, null, sync }))?;
+    stdio::serve(&options, Replies { null }, move |_id| Ok(Echo { sync }))?;
     Ok(())
 }

@@ -23,10 +23,12 @@ pub trait DomainEvent: Sized {
 }
 
 /// An event-sourced aggregate.
-pub trait Aggregate: Default + Clone {
+pub trait Aggregate: Default + Clone + Send + 'static {
     /// The category of its streams, e.g. `User`.
     const CATEGORY: &'static str;
-    type Command;
+    /// A command, read from its payload on a front end's thread and run on the node's writer
+    /// thread (so `Send`); cloned only where a shared store may make a second decision.
+    type Command: Clone + Send + 'static;
     type Event: DomainEvent;
 
     /// The id of the aggregate a command is addressed to.
@@ -60,37 +62,37 @@ pub trait Aggregate: Default + Clone {
     fn from_snapshot(state: &str) -> Result<Self, String>;
 }
 
-/// Why the domain refused a command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RejectionKind {
+/// The codes a rejection can carry. An open set: these are the ones every aggregate may use
+/// (the protocol names them); an aggregate adds its own (a bank account's `insufficient_funds`)
+/// as constants beside its code, and the node passes them through to the client unchanged.
+pub mod code {
     /// The command's values break a rule (empty name, bad email, time going backwards, ...).
-    ValidationFailed,
+    pub const VALIDATION_FAILED: &str = "validation_failed";
     /// Creating something whose id is taken.
-    AlreadyExists,
+    pub const ALREADY_EXISTS: &str = "already_exists";
     /// Changing something that was never created.
-    NotFound,
+    pub const NOT_FOUND: &str = "not_found";
     /// Changing something that was deleted.
-    Deleted,
+    pub const DELETED: &str = "deleted";
 }
 
-/// A command refused by the domain, with a human-readable reason.
+/// A command refused by the domain: a machine-readable `code` (snake case, see [`code`]) and a
+/// human-readable reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Rejection {
-    pub kind: RejectionKind,
+    pub code: &'static str,
     pub message: String,
 }
 
 impl Rejection {
+    /// A [`code::VALIDATION_FAILED`] rejection.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self {
-            kind: RejectionKind::ValidationFailed,
-            message: message.into(),
-        }
+        Self::new(code::VALIDATION_FAILED, message)
     }
-    pub fn new(kind: RejectionKind, message: impl Into<String>) -> Self {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            kind,
+            code,
             message: message.into(),
         }
     }

@@ -3,7 +3,7 @@
 //! ```
 //! use cqrs_node::domain::testing::AggregateTest;
 //! use cqrs_node::domain::user::{User, UserCommand, UserEvent};
-//! use cqrs_node::domain::RejectionKind;
+//! use cqrs_node::domain::code;
 //!
 //! let created = UserEvent::UserCreated {
 //!     attributes: serde_json::from_str(r#"{"id":"u1","name":"John"}"#).unwrap(),
@@ -13,10 +13,10 @@
 //!     .then_events(vec![UserEvent::UserRenamed { name: "Jane".into() }]);
 //! AggregateTest::<User>::given(vec![created, UserEvent::UserDeleted])
 //!     .when(UserCommand::DeleteUser { id: "u1".into() })
-//!     .then_rejected(RejectionKind::Deleted);
+//!     .then_rejected(code::DELETED);
 //! AggregateTest::<User>::given_nothing()
 //!     .when(UserCommand::DeleteUser { id: "u1".into() })
-//!     .then_rejected(RejectionKind::NotFound);
+//!     .then_rejected(code::NOT_FOUND);
 //! ```
 //!
 //! `given` folds the events with [`Aggregate::evolve`]; `when` runs [`Aggregate::decide`] on the
@@ -27,7 +27,7 @@
 
 use std::fmt::Debug;
 
-use super::{Aggregate, DomainEvent, Rejection, RejectionKind};
+use super::{Aggregate, DomainEvent, Rejection};
 
 /// The "given" part: an aggregate's state built from its past events.
 pub struct AggregateTest<A: Aggregate> {
@@ -109,7 +109,7 @@ where
             Ok(events) => events,
             Err(r) => panic!(
                 "expected events {expected:?} for {:?}, but it was rejected ({:?}: {})",
-                self.command, r.kind, r.message
+                self.command, r.code, r.message
             ),
         };
         assert_eq!(
@@ -151,14 +151,14 @@ where
         self.then_events(Vec::new())
     }
 
-    /// Asserts that the command is refused for this reason; returns the rejection (for checks
+    /// Asserts that the command is refused with this code (see [`super::code`]); returns the rejection (for checks
     /// on its message).
     #[track_caller]
-    pub fn then_rejected(self, kind: RejectionKind) -> Rejection {
+    pub fn then_rejected(self, code: &str) -> Rejection {
         match self.result {
             Err(r) => {
                 assert_eq!(
-                    r.kind, kind,
+                    r.code, code,
                     "rejection of {:?} ({}), state {:?}",
                     self.command, r.message, self.state
                 );
@@ -166,7 +166,7 @@ where
                 r
             }
             Ok(events) => panic!(
-                "expected {kind:?} for {:?}, but it decided {events:?}",
+                "expected {code:?} for {:?}, but it decided {events:?}",
                 self.command
             ),
         }

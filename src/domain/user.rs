@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Aggregate, DomainEvent, Rejection, RejectionKind};
+use super::{code, Aggregate, DomainEvent, Rejection};
 
 /// Longest user id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -326,11 +326,11 @@ impl User {
         match self.status {
             Status::Active => Ok(()),
             Status::Absent => Err(Rejection::new(
-                RejectionKind::NotFound,
+                code::NOT_FOUND,
                 format!("user '{id}' does not exist"),
             )),
             Status::Deleted => Err(Rejection::new(
-                RejectionKind::Deleted,
+                code::DELETED,
                 format!("user '{id}' was deleted"),
             )),
         }
@@ -344,14 +344,11 @@ impl User {
     fn create_refused(&self, id: &str) -> Rejection {
         if self.status == Status::Deleted {
             Rejection::new(
-                RejectionKind::AlreadyExists,
+                code::ALREADY_EXISTS,
                 format!("user id '{id}' belonged to a deleted user and cannot be reused"),
             )
         } else {
-            Rejection::new(
-                RejectionKind::AlreadyExists,
-                format!("user '{id}' already exists"),
-            )
+            Rejection::new(code::ALREADY_EXISTS, format!("user '{id}' already exists"))
         }
     }
 

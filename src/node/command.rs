@@ -1,4 +1,6 @@
-//! `command`: validate, load, decide, append, project. The node commits and replies.
+//! `command`: read a command's JSON ([`prepare`], on a front end's thread), then run it
+//! ([`execute`], on the writer thread): load, decide, append, project. The node commits and
+//! replies.
 //!
 //! Each command's outcome is decided on its own: a rejected command or a version conflict does
 //! not affect the other commands of its batch. Only a store failure aborts the batch's
@@ -6,46 +8,59 @@
 
 use serde_json::{Map, Value};
 
-use super::To;
-use crate::domain::user::{PayloadError, User, UserCommand};
-use crate::domain::RejectionKind;
-use crate::engine::{CommandError, Execute, Repository};
-use crate::projection::{self, Projection};
-use crate::protocol::reply::{CommandCode, CommandFailed, CommandOk, EventRef};
-use crate::store::{ExpectedVersion, RecordedEvent, StoreError, StoreWrite};
+use super::Reply;
+use crate::domain::Rejection;
+use crate::engine::CommandError;
+use crate::plugin::{Command, Registry, Runners, Unreadable};
+use crate::projection::Projection;
+use crate::store::{ExpectedVersion, StoreError, StoreWrite};
 use crate::timestamp::Timestamp;
 
-/// A command as the engine takes it.
-pub(super) struct Parsed {
-    command: UserCommand,
-    expected: ExpectedVersion,
-    time: Option<Timestamp>,
+/// The codes the node itself gives a failed command (an aggregate's rejections carry their own,
+/// see [`crate::domain::code`]).
+pub mod code {
+    pub const MALFORMED: &str = "malformed";
+    pub const UNKNOWN_COMMAND: &str = "unknown_command";
+    pub const VERSION_CONFLICT: &str = "version_conflict";
+    pub const UNKNOWN_QUERY: &str = "unknown_query";
+    pub use crate::domain::code::VALIDATION_FAILED;
 }
 
-/// A failed command's reply.
-pub(super) struct Failure {
-    code: CommandCode,
-    error: String,
-    current_version: Option<u64>,
+/// Why a command or a query failed: a code, a human-readable reason, and for a version
+/// conflict the version the aggregate is at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub code: &'static str,
+    pub error: String,
+    pub current_version: Option<u64>,
 }
 
 impl Failure {
-    fn new(code: CommandCode, error: impl Into<String>) -> Self {
+    pub fn new(code: &'static str, error: impl Into<String>) -> Self {
         Self {
             code,
             error: error.into(),
             current_version: None,
         }
     }
+
+    /// What stands in a batch for a command that has been run (never answered).
+    pub(super) fn already_run() -> Self {
+        Self::new(code::MALFORMED, "this command was already run")
+    }
 }
 
-pub(super) type Outcome = Result<Vec<RecordedEvent>, Failure>;
+impl From<Rejection> for Failure {
+    fn from(r: Rejection) -> Self {
+        Failure::new(r.code, r.message)
+    }
+}
 
-/// Reads the wire form of a command. Shape errors are `malformed`; bad values are
-/// `validation_failed`; a type no aggregate knows is `unknown_command`. Needs no state: the
-/// server runs it on its reader thread.
-pub(super) fn parse(command: Value) -> Result<Parsed, Failure> {
-    let malformed = |m: &str| Failure::new(CommandCode::Malformed, m);
+/// Reads the JSON form of a command (`{"type", "payload", "expectedVersion"?, "timestamp"?}`).
+/// Shape errors are `malformed`; bad values are `validation_failed`; a type no plug-in declares
+/// is `unknown_command`. Needs no state: front ends run it on their own threads.
+pub fn prepare(registry: &Registry, command: Value) -> Result<Command, Failure> {
+    let malformed = |m: &str| Failure::new(code::MALFORMED, m);
     let Value::Object(mut command) = command else {
         return Err(malformed(
             "body.command must be an object with 'type' and 'payload'",
@@ -58,11 +73,14 @@ pub(super) fn parse(command: Value) -> Result<Parsed, Failure> {
         _ => return Err(malformed("command.type must be a string")),
     };
     let kind = kind.as_str();
-    if !UserCommand::KINDS.contains(&kind) {
-        return Err(Failure::new(
-            CommandCode::UnknownCommand,
+    let unknown = || {
+        Failure::new(
+            code::UNKNOWN_COMMAND,
             format!("unknown command type '{kind}'"),
-        ));
+        )
+    };
+    if !registry.knows_command(kind) {
+        return Err(unknown());
     }
     let mut payload: Map<String, Value> = match command.swap_remove("payload") {
         Some(Value::Object(p)) => p,
@@ -80,41 +98,28 @@ pub(super) fn parse(command: Value) -> Result<Parsed, Failure> {
     };
     // A timestamp in the payload is never an attribute; the command's own one wins.
     let in_payload = payload.shift_remove("timestamp");
-    let time =
-        match command.get("timestamp").or(in_payload.as_ref()) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(Timestamp::parse(s).map_err(|e| {
-                Failure::new(CommandCode::ValidationFailed, format!("timestamp: {e}"))
-            })?),
-            Some(_) => return Err(malformed("timestamp must be an RFC 3339 string")),
-        };
-    let command = UserCommand::from_payload(kind, payload.into()).map_err(|e| match e {
-        PayloadError::UnknownCommand => Failure::new(
-            CommandCode::UnknownCommand,
-            format!("unknown command type '{kind}'"),
+    let time = match command.get("timestamp").or(in_payload.as_ref()) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            Timestamp::parse(s)
+                .map_err(|e| Failure::new(code::VALIDATION_FAILED, format!("timestamp: {e}")))?,
         ),
-        PayloadError::Invalid(r) => Failure::new(CommandCode::ValidationFailed, r.message),
-    })?;
-    Ok(Parsed {
-        command,
-        expected,
-        time,
-    })
+        Some(_) => return Err(malformed("timestamp must be an RFC 3339 string")),
+    };
+    registry
+        .command(kind, payload, expected, time)
+        .map_err(|e| match e {
+            Unreadable::Unknown => unknown(),
+            Unreadable::Rejected(r) => r.into(),
+        })
 }
 
+/// The reply to a command that did not produce events.
 fn failure(e: CommandError) -> Result<Failure, StoreError> {
     Ok(match e {
-        CommandError::Rejected(r) => Failure::new(
-            match r.kind {
-                RejectionKind::ValidationFailed => CommandCode::ValidationFailed,
-                RejectionKind::AlreadyExists => CommandCode::AlreadyExists,
-                RejectionKind::NotFound => CommandCode::NotFound,
-                RejectionKind::Deleted => CommandCode::Deleted,
-            },
-            r.message,
-        ),
+        CommandError::Rejected(r) => r.into(),
         CommandError::Conflict { expected, actual } => Failure {
-            code: CommandCode::VersionConflict,
+            code: code::VERSION_CONFLICT,
             error: format!("expected version {expected}, but the aggregate is at version {actual}"),
             current_version: Some(actual),
         },
@@ -123,56 +128,20 @@ fn failure(e: CommandError) -> Result<Failure, StoreError> {
 }
 
 /// Runs one command inside `tx` and applies its events to the projections (without moving
-/// their checkpoints: the caller does that once per batch). `Err` only for a store failure, which
-/// dooms the whole transaction.
+/// their checkpoints: the caller does that once per batch). `Err` only for a store failure,
+/// which dooms the whole transaction.
 pub(super) fn execute<T: StoreWrite>(
-    users: &mut Repository<User>,
+    runners: &mut Runners,
     projections: &[Box<dyn Projection>],
     tx: &mut T,
-    command: Result<Parsed, Failure>,
-) -> Result<Outcome, StoreError> {
-    let parsed = match command {
-        Ok(p) => p,
-        Err(f) => return Ok(Err(f)),
+    command: Result<Command, Failure>,
+) -> Result<Reply, StoreError> {
+    let command = match command {
+        Ok(c) => c,
+        Err(f) => return Ok(Reply::Refused(f)),
     };
-    let run = Execute {
-        command: parsed.command,
-        expected: parsed.expected,
-        time: parsed.time,
-    };
-    let project = |tx: &mut T, user: &User, events: &[RecordedEvent]| {
-        projection::apply_command(projections, tx, events, user)
-    };
-    match users.execute(tx, run, project) {
-        Ok(events) => Ok(Ok(events)),
-        Err(e) => Ok(Err(failure(e)?)),
-    }
-}
-
-/// Writes a command's reply (nothing if it has no msg_id).
-pub(super) fn write_outcome(out: &mut Vec<u8>, id: &str, to: &To, outcome: &Outcome) {
-    let Some(msg_id) = &to.msg_id else {
-        if let Err(f) = outcome {
-            tracing::warn!("command without msg_id failed: {}", f.error);
-        }
-        return;
-    };
-    match outcome {
-        Ok(events) => {
-            let refs = events
-                .iter()
-                .map(|e| EventRef {
-                    event_type: &e.event_type,
-                    aggregate_id: &e.stream.id,
-                })
-                .collect();
-            super::reply(out, id, to, &CommandOk::new(msg_id, refs))
-        }
-        Err(f) => super::reply(
-            out,
-            id,
-            to,
-            &CommandFailed::new(msg_id, f.code, &f.error, f.current_version),
-        ),
+    match runners.execute(tx, command, projections) {
+        Ok(done) => Ok(Reply::Done(done)),
+        Err(e) => Ok(Reply::Refused(failure(e)?)),
     }
 }

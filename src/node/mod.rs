@@ -1,31 +1,39 @@
-//! The node: turns requests into work on the engine and writes the replies.
+//! The node's core: typed requests in, typed replies out, no transport.
 //!
-//! One handler per message kind: `init`, `command`, `query`. [`Node::handle`] is the
-//! dispatcher. It takes a batch of messages that were already waiting and, if the batch holds a
-//! command, runs the whole batch in **one store transaction** (group commit: one fsync per
-//! batch). Messages are handled in order, so a query sees every command before it (it reads
-//! through the transaction), and the replies are written in request order, all of them only
-//! after the commit: nothing is acknowledged, and no state is shown, before it is durable. (A
-//! batch whose buffered replies pass [`MAX_BUFFERED_REPLIES`] is cut there into several
-//! transactions, so that memory stays bounded.)
+//! [`Node`] owns the store, the aggregates' repositories and the projections. It takes a batch of
+//! [`Request`]s and answers each with a [`Reply`], in order ([`Node::handle`]). If the batch
+//! holds a command, the whole batch runs in **one store transaction** (group commit: one fsync
+//! per batch); a query in it reads through the transaction, so it sees every command before it.
+//! Replies are handed out only after the commit: nothing is acknowledged, and no state is
+//! shown, before it is durable. (A batch whose replies pass [`MAX_BUFFERED_REPLIES`] bytes is cut
+//! there into several transactions, so that memory stays bounded.) If the commit fails, nothing
+//! of the batch was stored: every command of the batch is answered [`Reply::Crashed`], and the
+//! other requests are answered again outside the transaction.
 //!
-//! If the commit fails, nothing of the batch was stored: every command of the batch is answered
-//! with error 13, and the other messages are answered again outside the transaction.
+//! Front ends do not call `Node` directly: [`writer::Writer`] runs it on one writer thread and
+//! hands out [`writer::Handle`]s, through which any number of front ends submit requests over a
+//! bounded channel; whatever is waiting when the writer is free is handled as one batch.
+//!
+//! What a front end needs before that, [`command::prepare`] and [`query::prepare`], reads a
+//! command's or query's JSON into a typed request through the [`Registry`]: it needs no state,
+//! so it runs on the front end's own threads.
+//!
+//! One handler file per request kind: [`command`], [`query`].
 
-mod command;
-mod init;
-mod query;
+pub mod command;
+pub mod query;
+pub mod writer;
 
-use std::io::{self, Write};
+use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::domain::user::User;
-use crate::engine::Repository;
+use crate::engine::Executed;
+use crate::plugin::{Registry, Runners};
 use crate::projection::{self, Projection};
-use crate::protocol::{self, reply, Body, ErrorCode, Incoming, Request};
-use crate::server::Service;
 use crate::store::{EventStore, StoreError, StoreRead, StoreWrite};
+
+pub use command::Failure;
 
 /// Tuning knobs.
 #[derive(Clone, Debug)]
@@ -49,86 +57,76 @@ impl Default for Config {
 /// large users would otherwise hold all of its replies at once).
 pub const MAX_BUFFERED_REPLIES: usize = 4 << 20;
 
-/// Outside a transaction, replies gathered past this many bytes are written out.
-pub const FLUSH_BYTES: usize = 1 << 16;
+/// A request, read and checked by a front end.
+pub enum Request {
+    /// A command, or why it cannot be run (answered with that failure, in its place).
+    Command(Result<crate::plugin::Command, Failure>),
+    /// A query, or why it cannot be run.
+    Query(Result<crate::plugin::Query, Failure>),
+    /// Nothing for the node to do: the front end answers it itself (a protocol message, say),
+    /// and needs only its place in the order of replies ([`Reply::Passed`]).
+    Pass,
+}
+
+/// The answer to one [`Request`].
+#[derive(Debug)]
+pub enum Reply {
+    /// A command that succeeded: its events (none if it changed nothing) and the aggregate's
+    /// version after it, durable.
+    Done(Executed),
+    /// A command that was refused, or could not be read.
+    Refused(Failure),
+    /// A query's data.
+    Data(Box<RawValue>),
+    /// A query that could not be read.
+    Invalid(Failure),
+    /// The store failed: nothing of the request was applied (the protocol's error 13).
+    Crashed(String),
+    /// The place of a [`Request::Pass`].
+    Passed,
+}
+
+impl Reply {
+    /// About how many bytes this reply takes when written.
+    fn size(&self) -> usize {
+        match self {
+            Reply::Done(e) => 64 + 48 * e.events.len(),
+            Reply::Data(d) => 48 + d.get().len(),
+            _ => 96,
+        }
+    }
+}
 
 pub struct Node<S: EventStore> {
     store: S,
-    users: Repository<User>,
+    registry: Arc<Registry>,
+    runners: Runners,
     projections: Vec<Box<dyn Projection>>,
-    /// The `src` of every reply.
-    id: String,
-}
-
-/// A request made ready for the node: a command's or a query's fields are already read and
-/// checked (by [`Node::prepare`], which needs no state, so the server runs it on its reader
-/// thread).
-pub struct Message {
-    to: To,
-    work: Work,
-}
-
-/// Whom a reply goes to: the request's `src`, and its `msg_id` (no reply without one).
-struct To {
-    src: String,
-    msg_id: Option<Value>,
-}
-
-enum Work {
-    /// A command, read and checked; taken when [`Node::run_batch`] runs it.
-    Command(Option<Result<command::Parsed, command::Failure>>),
-    /// Anything else: answered without changing the store.
-    Read(Read),
-}
-
-enum Read {
-    Init {
-        node_id: String,
-    },
-    Query(Result<query::Query, query::Bad>),
-    /// Identified but unusable: answered with a protocol error.
-    Invalid {
-        code: ErrorCode,
-        text: String,
-    },
-}
-
-impl Message {
-    fn is_command(&self) -> bool {
-        matches!(self.work, Work::Command(_))
-    }
-}
-
-impl<S: EventStore + Send + 'static> Service for Node<S> {
-    type Message = Message;
-
-    fn prepare(request: Request) -> Message {
-        Node::<S>::prepare(request)
-    }
-
-    fn handle(&mut self, batch: Vec<Message>, out: &mut impl Write) -> io::Result<()> {
-        Node::handle(self, batch, out)
-    }
 }
 
 impl<S: EventStore> Node<S> {
-    /// A node over `store`, its projections caught up with the log.
-    pub fn open(mut store: S, id: impl Into<String>, config: &Config) -> Result<Self, StoreError> {
-        let projections = projection::all();
+    /// A node serving `registry`'s aggregates over `store`, its projections caught up with the
+    /// log.
+    pub fn open(
+        mut store: S,
+        registry: Arc<Registry>,
+        config: &Config,
+    ) -> Result<Self, StoreError> {
+        let projections = registry.projections();
         let applied = projection::catch_up(&mut store, &projections)?;
         if applied > 0 {
             tracing::info!(applied, "projections caught up with the log");
         }
         Ok(Self {
             store,
-            users: Repository::new(config.cache_size, config.snapshot_every),
+            runners: registry.runners(config.cache_size, config.snapshot_every),
+            registry,
             projections,
-            id: id.into(),
         })
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     pub fn store(&self) -> &S {
@@ -138,168 +136,101 @@ impl<S: EventStore> Node<S> {
     /// The store, for changes made around the node (tests, maintenance). The node forgets its
     /// cached aggregates, since the store may change under them.
     pub fn store_mut(&mut self) -> &mut S {
-        self.users.forget();
+        self.runners.forget();
         &mut self.store
     }
 
-    /// Handles a batch of raw lines, writing every reply to `out` (not flushed). Lines that
-    /// cannot be answered are reported on stderr.
-    pub fn handle_lines<L: AsRef<[u8]>>(
-        &mut self,
-        lines: &[L],
-        out: &mut impl Write,
-    ) -> io::Result<()> {
-        let mut requests = Vec::with_capacity(lines.len());
-        for line in lines {
-            match protocol::parse_line(line.as_ref()) {
-                Incoming::Request(r) => requests.push(Self::prepare(r)),
-                Incoming::Unanswerable(reason) => {
-                    tracing::warn!("skipped a line that cannot be answered: {reason}")
-                }
-            }
-        }
-        self.handle(requests, out)
+    /// Takes the store back.
+    pub fn into_store(self) -> S {
+        self.store
     }
 
-    /// Reads a command's or a query's fields (the part of the work that needs no state).
-    pub fn prepare(request: Request) -> Message {
-        let work = match request.body {
-            Body::Command(c) => Work::Command(Some(command::parse(c))),
-            Body::Query(q) => Work::Read(Read::Query(query::parse(q))),
-            Body::Init { node_id } => Work::Read(Read::Init { node_id }),
-            Body::Invalid { code, text } => Work::Read(Read::Invalid { code, text }),
-        };
-        let to = To {
-            src: request.src,
-            msg_id: request.msg_id,
-        };
-        Message { to, work }
-    }
-
-    /// Handles a batch of requests in order, writing every reply to `out` (not flushed).
-    ///
-    /// Replies are put together in one buffer: those of a transaction stay there until it
-    /// commits (past [`MAX_BUFFERED_REPLIES`] bytes the batch is cut there, committed and
-    /// answered, and the rest runs in a new one); outside transactions the buffer goes to `out`
-    /// whenever it passes [`FLUSH_BYTES`].
-    pub fn handle(&mut self, mut requests: Vec<Message>, out: &mut impl Write) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(requests.len().min(1024) * 128);
+    /// Handles a batch of requests in order, handing each reply to `deliver` (in request order)
+    /// once it is final: after its transaction committed, for a batch with commands.
+    pub fn handle(&mut self, mut requests: Vec<Request>, deliver: &mut dyn FnMut(Reply)) {
         let mut start = 0;
         while start < requests.len() {
             let rest = &mut requests[start..];
-            if !rest.iter().any(Message::is_command) {
+            if !rest.iter().any(|r| matches!(r, Request::Command(_))) {
                 // Nothing to write: no transaction, queries read the store directly.
-                for m in rest.iter() {
-                    if let Work::Read(read) = &m.work {
-                        answer(&self.store, &mut self.id, &m.to, read, &mut buf);
-                        protocol::flush_lines(&mut buf, FLUSH_BYTES, out)?;
-                    }
+                for r in rest.iter() {
+                    deliver(answer(&self.registry, &self.store, r));
                 }
-                break;
+                return;
             }
-            // An `init` in the batch renames the node as it goes; if the batch fails, its
-            // messages are answered again below, renaming again in order.
-            let id_before = self.id.clone();
-            let mark = buf.len();
-            match self.run_batch(rest, &mut buf) {
-                Ok(handled) => {
-                    protocol::flush_lines(&mut buf, FLUSH_BYTES, out)?;
-                    start += handled;
+            let mut replies = Vec::with_capacity(rest.len().min(1024));
+            match self.run_batch(rest, &mut replies) {
+                Ok(()) => {
+                    start += replies.len();
+                    replies.into_iter().for_each(&mut *deliver);
                 }
                 Err(e) => {
                     // Nothing of this transaction was stored, its replies are taken back, and
-                    // the cache may hold states that never were.
-                    buf.truncate(mark);
-                    self.users.forget();
-                    self.id = id_before;
-                    tracing::error!("a batch of {} message(s) failed: {e}", rest.len());
+                    // the caches may hold states that never were.
+                    self.runners.forget();
+                    tracing::error!("a batch of {} request(s) failed: {e}", rest.len());
                     let text = format!("{e}; the command was not applied");
-                    for m in rest.iter() {
-                        match &m.work {
-                            Work::Command(_) => crash_reply(&mut buf, &self.id, &m.to, &text),
-                            Work::Read(read) => {
-                                answer(&self.store, &mut self.id, &m.to, read, &mut buf)
-                            }
-                        }
-                        protocol::flush_lines(&mut buf, FLUSH_BYTES, out)?;
+                    for r in rest.iter() {
+                        deliver(match r {
+                            Request::Command(_) => Reply::Crashed(text.clone()),
+                            other => answer(&self.registry, &self.store, other),
+                        });
                     }
-                    break;
+                    return;
                 }
             }
         }
-        protocol::flush_lines(&mut buf, 0, out)
     }
 
-    /// Runs requests inside one transaction, appending their replies to `replies`, until they
-    /// are all done or this transaction's replies pass [`MAX_BUFFERED_REPLIES`] bytes; commits.
-    /// Returns how many it handled.
+    /// Runs requests inside one transaction, pushing their replies, until they are all done or
+    /// the replies pass [`MAX_BUFFERED_REPLIES`] bytes; commits.
     fn run_batch(
         &mut self,
-        requests: &mut [Message],
-        replies: &mut Vec<u8>,
-    ) -> Result<usize, StoreError> {
-        let start = replies.len();
+        requests: &mut [Request],
+        replies: &mut Vec<Reply>,
+    ) -> Result<(), StoreError> {
         let Node {
             store,
-            users,
+            registry,
+            runners,
             projections,
-            id,
         } = self;
         let mut tx = store.begin()?;
         let mut last = None;
-        let mut handled = 0;
-        for m in requests.iter_mut() {
-            if replies.len() - start >= MAX_BUFFERED_REPLIES {
+        let mut bytes = 0;
+        for r in requests.iter_mut() {
+            if bytes >= MAX_BUFFERED_REPLIES {
                 break;
             }
-            handled += 1;
-            match &mut m.work {
-                Work::Command(c) => {
-                    // Each message of a batch is run once: `handle` moves past what this
+            let reply = match r {
+                Request::Command(c) => {
+                    // Each request of a batch is run once: `handle` moves past what this
                     // transaction handled, or ends the batch when it fails.
-                    let c = c.take().expect("a command is run once");
-                    let outcome = command::execute(users, projections, &mut tx, c)?;
-                    if let Ok(events) = &outcome {
-                        last = events.last().map(|e| e.position).or(last);
+                    let c = std::mem::replace(c, Err(Failure::already_run()));
+                    let reply = command::execute(runners, projections, &mut tx, c)?;
+                    if let Reply::Done(done) = &reply {
+                        last = done.events.last().map(|e| e.position).or(last);
                     }
-                    command::write_outcome(replies, id, &m.to, &outcome)
+                    reply
                 }
-                Work::Read(read) => answer(&tx, id, &m.to, read, replies),
-            }
+                other => answer(registry, &tx, other),
+            };
+            bytes += reply.size();
+            replies.push(reply);
         }
         if let Some(position) = last {
             projection::set_checkpoints(projections, &mut tx, position)?;
         }
         tx.commit()?;
-        Ok(handled)
+        Ok(())
     }
 }
 
 /// Answers anything but a command, reading from `store` (a store, or a transaction).
-fn answer(store: &impl StoreRead, id: &mut String, to: &To, read: &Read, out: &mut Vec<u8>) {
-    match read {
-        Read::Init { node_id } => init::run(id, to, node_id, out),
-        Read::Query(q) => query::run(store, id, to, q, out),
-        Read::Invalid { code, text } => match &to.msg_id {
-            Some(msg_id) => reply(out, id, to, &reply::Error::new(msg_id, *code, text)),
-            None => tracing::warn!("unanswerable request (no msg_id): {text}"),
-        },
-    }
-}
-
-/// Appends one reply from node `id` to the request's sender.
-fn reply<B: reply::WriteJson>(out: &mut Vec<u8>, id: &str, to: &To, body: &B) {
-    protocol::write_message(out, id, &to.src, body)
-}
-
-/// Answers with protocol error 13 (the request was not carried out).
-fn crash_reply(out: &mut Vec<u8>, id: &str, to: &To, text: &str) {
-    if let Some(msg_id) = &to.msg_id {
-        reply(
-            out,
-            id,
-            to,
-            &reply::Error::new(msg_id, ErrorCode::Crash, text),
-        );
+fn answer(registry: &Registry, store: &dyn StoreRead, request: &Request) -> Reply {
+    match request {
+        Request::Query(q) => query::run(registry, store, q),
+        Request::Pass => Reply::Passed,
+        Request::Command(_) => unreachable!("commands are run in a transaction"),
     }
 }

@@ -59,27 +59,35 @@ pub trait Projection: Send {
     }
 }
 
-/// Every projection the node maintains.
-pub fn all() -> Vec<Box<dyn Projection>> {
-    vec![Box::new(users::UsersProjection)]
-}
-
 /// [`Projection::apply_command`] for every projection: the events one command appended, and the
 /// state its aggregate reached.
-pub fn apply_command<T: StoreWrite>(
+pub fn apply_command<T: StoreWrite + ?Sized>(
     projections: &[Box<dyn Projection>],
     tx: &mut T,
     events: &[RecordedEvent],
     state: &dyn Any,
 ) -> Result<(), StoreError> {
+    let mut docs = Through(tx);
     for p in projections {
-        p.apply_command(tx, events, state)?;
+        p.apply_command(&mut docs, events, state)?;
     }
     Ok(())
 }
 
+/// A transaction of any kind (a `dyn StoreWrite` too) as [`Documents`].
+struct Through<'a, T: ?Sized>(&'a mut T);
+
+impl<T: StoreWrite + ?Sized> Documents for Through<'_, T> {
+    fn get(&self, collection: &str, key: &str) -> Result<Option<String>, StoreError> {
+        self.0.document(collection, key)
+    }
+    fn put(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.0.put_document(collection, key, value)
+    }
+}
+
 /// Records that every projection has applied the log up to `position`.
-pub fn set_checkpoints<T: StoreWrite>(
+pub fn set_checkpoints<T: StoreWrite + ?Sized>(
     projections: &[Box<dyn Projection>],
     tx: &mut T,
     position: Position,

@@ -209,12 +209,17 @@ fn parse_body(body: &mut Map<String, Value>, has_dest: bool) -> Body {
 /// Appends one envelope to `out` as a line of compact JSON: `{"src":..,"dest":..,"body":..}`.
 /// Replies are gathered in memory (a batch's, until its commit) and written out together.
 pub fn write_message<B: reply::WriteJson>(out: &mut Vec<u8>, src: &str, dest: &str, body: &B) {
+    write_envelope(out, src, dest, |out| body.write_json(out))
+}
+
+/// [`write_message`] with a body that `body` writes.
+pub fn write_envelope(out: &mut Vec<u8>, src: &str, dest: &str, body: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(b"{\"src\":");
     crate::json::write_str(out, src);
     out.extend_from_slice(b",\"dest\":");
     crate::json::write_str(out, dest);
     out.extend_from_slice(b",\"body\":");
-    body.write_json(out);
+    body(out);
     out.extend_from_slice(b"}\n");
 }
 

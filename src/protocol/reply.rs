@@ -91,19 +91,6 @@ impl<'a> CommandOk<'a> {
     }
 }
 
-/// The `code` of a failed command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CommandCode {
-    ValidationFailed,
-    AlreadyExists,
-    NotFound,
-    Deleted,
-    VersionConflict,
-    UnknownCommand,
-    Malformed,
-}
-
 /// `{"type":"command_result","in_reply_to":N,"success":false,"error":"...","code":"..."}`,
 /// plus `"current_version"` for a version conflict.
 #[derive(Serialize)]
@@ -113,7 +100,8 @@ pub struct CommandFailed<'a> {
     in_reply_to: &'a Value,
     success: bool,
     error: &'a str,
-    code: CommandCode,
+    /// A code the node or an aggregate defines (`validation_failed`, `version_conflict`, ...).
+    code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     current_version: Option<u64>,
 }
@@ -121,7 +109,7 @@ pub struct CommandFailed<'a> {
 impl<'a> CommandFailed<'a> {
     pub fn new(
         in_reply_to: &'a Value,
-        code: CommandCode,
+        code: &'a str,
         error: &'a str,
         current_version: Option<u64>,
     ) -> Self {
@@ -185,14 +173,6 @@ impl WriteJson for QueryOk<'_> {
     }
 }
 
-/// The `code` of a failed query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QueryCode {
-    UnknownQuery,
-    ValidationFailed,
-}
-
 /// `{"type":"query_result","in_reply_to":N,"data":null,"error":"...","code":"..."}`
 #[derive(Serialize)]
 pub struct QueryFailed<'a> {
@@ -201,11 +181,12 @@ pub struct QueryFailed<'a> {
     in_reply_to: &'a Value,
     data: (),
     error: &'a str,
-    code: QueryCode,
+    /// `unknown_query`, `validation_failed`, or a code of the aggregate's.
+    code: &'a str,
 }
 
 impl<'a> QueryFailed<'a> {
-    pub fn new(in_reply_to: &'a Value, code: QueryCode, error: &'a str) -> Self {
+    pub fn new(in_reply_to: &'a Value, code: &'a str, error: &'a str) -> Self {
         Self {
             kind: "query_result",
             in_reply_to,

@@ -10,9 +10,32 @@
 //!   without committing rolls back every write made through it.
 //! * [`EventStore`]: opens transactions.
 //!
-//! Two implementations run the same test suite (`tests/store_suite.rs`):
+//! Two implementations run the same test suite ([`testing`], run by `tests/store_suite.rs`):
 //! [`MemoryStore`] (no file at all) and [`SqliteStore`] (WAL, `synchronous=FULL`: durable on
 //! disk once `commit` returns).
+//!
+//! **Positions.** Every appended event gets a global position: 1 for the store's first event,
+//! then one more per event, in commit order, never reused. A position is assigned only inside
+//! the transaction that commits it, and every store has exactly one transaction open at a time
+//! ([`EventStore::begin`] takes `&mut self`: the node's writer thread is the only writer), so
+//! positions are gap-free and a reader that has seen position P and asks for what comes after
+//! it ([`StoreRead::read_all`]) can never miss an event committed later: nothing can commit
+//! below a position that is already visible. [`MemoryStore`] assigns `head + 1` in its one
+//! transaction; [`SqliteStore`] does the same under SQLite's exclusive write lock (and the file
+//! is locked to one process). A store shared by several writers must give the same guarantee
+//! by its own means (for PostgreSQL: positions taken from a single head row updated as the
+//! transaction's last write, so commits take their positions in commit order).
+//!
+//! **Conflicts do not poison a transaction.** [`StoreWrite::append`] checks the expected
+//! version before it writes anything; on [`StoreError::Conflict`] nothing was written and the
+//! transaction goes on, so one command's conflict does not undo the other commands of its
+//! batch. (The memory store checks its map; SQLite reads the stream's version, cached or from
+//! its row, before the insert; a store whose conflict surfaces as a failed statement must wrap
+//! the append in a savepoint.)
+//!
+//! **Errors say whether a retry can help**: [`StoreError::retry`].
+//!
+//! The shared test suite, [`testing`], runs against any store: one line per backend.
 //!
 //! Projection documents live in the store beside the events so that a projection's state and its
 //! checkpoint commit in the same transaction as the events that produced them (an *inline*
@@ -24,6 +47,10 @@
 macro_rules! delegate_store_read {
     (impl[$($gen:tt)*] $ty:ty, |$this:ident| $inner:expr $(, before: $before:expr)?) => {
         impl<$($gen)*> StoreRead for $ty {
+            fn shared(&self) -> bool {
+                let $this = self;
+                $inner.shared()
+            }
             fn stream_version(&self, s: &StreamId) -> Result<Version> {
                 let $this = self;
                 $($before;)?
@@ -82,10 +109,25 @@ macro_rules! delegate_store_read {
 mod faulty;
 mod memory;
 mod sqlite;
+pub mod testing;
 
 pub use faulty::{Faults, FaultyStore, FaultyTx, Op, Plan};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
+
+/// The file that holds a node's SQLite store in `data_dir`: the node id, with every byte other
+/// than `[A-Za-z0-9_-]` (and a leading `.`) percent-encoded, plus `.db`.
+pub fn sqlite_file(data_dir: &std::path::Path, node_id: &str) -> std::path::PathBuf {
+    let mut name = String::new();
+    for (i, b) in node_id.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0) {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    data_dir.join(format!("{name}.db"))
+}
 
 use crate::timestamp::Timestamp;
 
@@ -199,7 +241,8 @@ pub struct Snapshot {
     pub state: String,
 }
 
-/// What went wrong in the store, grouped by what the caller should do.
+/// What went wrong in the store, grouped by what the caller should do
+/// ([`StoreError::retry`] says it in one word).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
     /// The stream was not at the expected version: re-read and decide again.
@@ -208,8 +251,8 @@ pub enum StoreError {
     /// Another process holds the store: stop it, or use another data directory or node id.
     #[error("the store {0} is in use by another process")]
     Locked(String),
-    /// Reading or writing failed (disk full, I/O error, read-only file). Nothing of the failed
-    /// transaction is visible; the same write may succeed later.
+    /// Reading or writing failed (disk full, I/O error, read-only file, a database server out of
+    /// reach). Nothing of the failed transaction is visible; the same write may succeed later.
     #[error("storage failure: {0}")]
     Io(String),
     /// What is stored cannot be understood: a bug, or a file damaged outside the store's control.
@@ -217,10 +260,39 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Whether doing the same again can help, after a [`StoreError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// At once, after re-reading: the state moved (a version conflict).
+    AfterReread,
+    /// Later: the failure is outside the data (disk, server, lock holder) and may pass.
+    Later,
+    /// No: the store holds something it cannot read; an operator must look.
+    Never,
+}
+
+impl StoreError {
+    /// What a caller can do about this error.
+    pub fn retry(&self) -> Retry {
+        match self {
+            StoreError::Conflict { .. } => Retry::AfterReread,
+            StoreError::Locked(_) | StoreError::Io(_) => Retry::Later,
+            StoreError::Corrupt(_) => Retry::Never,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Reads, from a store or from inside a transaction.
 pub trait StoreRead {
+    /// Whether writers other than this process may append to the store (a database server
+    /// shared by several nodes). When false, what this process last wrote or read of a stream
+    /// is still its state; when true, any cached state may be stale.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// The stream's version (0 if it has no events).
     fn stream_version(&self, stream: &StreamId) -> Result<Version>;
 
@@ -302,7 +374,9 @@ pub trait StoreWrite: StoreRead {
     fn clear_snapshots(&mut self) -> Result<()>;
 
     /// Makes every write of this transaction visible and durable, atomically.
-    fn commit(self) -> Result<()>;
+    fn commit(self) -> Result<()>
+    where
+        Self: Sized;
 }
 
 /// An event store: reads, and transactions for writes.

@@ -8,7 +8,8 @@
 //! node's current id (an `init` renames it); other lines get none. A batch holding a line nested
 //! deeper than the parser goes is only checked for well-formed replies.
 
-use cqrs_node::node::{Config, Node};
+use cqrs_node::node::Config;
+use cqrs_node::stdio::Lines;
 use cqrs_node::store::MemoryStore;
 use serde_json::Value;
 
@@ -60,7 +61,7 @@ fn expect(line: &[u8], id: &mut String) -> Expect {
 /// A fresh in-memory node (a tiny cache and frequent snapshots, to reach those paths) and the id
 /// its replies must come from.
 pub struct Checker {
-    node: Node<MemoryStore>,
+    node: Lines<MemoryStore>,
     id: String,
 }
 
@@ -71,7 +72,7 @@ impl Checker {
             snapshot_every: 2,
         };
         Checker {
-            node: Node::open(MemoryStore::new(), "n1", &config).unwrap(),
+            node: Lines::open(MemoryStore::new(), "n1", &config).unwrap(),
             id: "n1".to_string(),
         }
     }

@@ -60,8 +60,17 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Io(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    // create_dir_all's EEXIST: a file stands where a directory must be.
+                    format!(
+                        "{} is not a directory (it, or a folder above it, is a file)",
+                        dir.display()
+                    )
+                } else {
+                    format!("cannot create the directory {}: {e}", dir.display())
+                })
+            })?;
         }
         let shown = path.display().to_string();
         let conn = Connection::open(&path).map_err(|e| open_error(&shown, e))?;
@@ -498,9 +507,10 @@ mod tests {
     /// each command is a batch of its own, as one-at-a-time clients send them).
     #[test]
     fn a_command_through_the_node_runs_its_two_writes_and_the_batch_checkpoint() {
-        use crate::node::{Config, Node};
+        use crate::node::Config;
+        use crate::stdio::Lines;
         let dir = tempfile::tempdir().unwrap();
-        let mut node = Node::open(traced_store(&dir), "n1", &Config::default()).unwrap();
+        let mut node = Lines::open(traced_store(&dir), "n1", &Config::default()).unwrap();
         let command = |msg_id: u64, command: &str| {
             format!(
                 r#"{{"src":"c1","dest":"n1","body":{{"type":"command","msg_id":{msg_id},"command":{command}}}}}"#

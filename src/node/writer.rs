@@ -1,0 +1,248 @@
+//! One writer thread that owns the node, and the handles through which front ends reach it.
+//!
+//! [`Writer::start`] moves a [`Worker`] (the [`Node`](super::Node); the benchmark's echo floor)
+//! onto a thread of its own and returns a [`Handle`]: cheap to clone, `Send`, one per front end
+//! or per connection. A front end [`Handle::submit`]s requests together with a [`Sink`] that
+//! takes their replies. Submissions wait in a bounded channel (when the writer falls behind,
+//! `submit` blocks: backpressure); the writer takes everything already waiting, up to
+//! `max_batch` requests, and hands it to the worker as **one batch** (for the node: one commit),
+//! whichever front ends it came from. It never waits for more while it has something to do, so
+//! a lone request is never held back. Each sink gets its replies in the order of its requests,
+//! and submissions are handled in the order they were queued.
+//!
+//! **A lone request can be handled where it was made.** [`Handle::try_here`] runs a submission
+//! on the caller's thread when the writer is idle and nothing is queued, instead of waking the
+//! writer thread (for a client that sends one request and waits for its reply, that hand-off
+//! between threads cost about as much as the rest of the round trip without a commit; see
+//! docs/benchmarks.md, *One at a time*). Order is kept: the worker sits behind one lock, the
+//! writer handles a batch under it and counts it as done before letting go, and `try_here`
+//! handles in place only when every submission queued before is done.
+//!
+//! [`Handle::stop`] asks the writer to stop after the batch in hand: submissions queued and not
+//! yet started are dropped without replies (their sinks are told nothing was done, by being
+//! dropped). When every handle is gone, the writer handles what is queued and ends.
+//! [`Writer::join`] waits for that and gives the worker back.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// What the writer thread runs.
+pub trait Worker: Send + 'static {
+    type Request: Send + 'static;
+    type Reply: Send + 'static;
+
+    /// Handles a batch in order, giving each reply to `deliver` in request order.
+    fn handle(&mut self, batch: Vec<Self::Request>, deliver: &mut dyn FnMut(Self::Reply));
+}
+
+impl<S: crate::store::EventStore + Send + 'static> Worker for super::Node<S> {
+    type Request = super::Request;
+    type Reply = super::Reply;
+
+    fn handle(&mut self, batch: Vec<super::Request>, deliver: &mut dyn FnMut(super::Reply)) {
+        super::Node::handle(self, batch, deliver)
+    }
+}
+
+/// Where the replies of one submission go.
+pub trait Sink<R>: Send {
+    /// One reply, in the order of the submission's requests.
+    fn reply(&mut self, reply: R);
+    /// Every reply of the submission was given.
+    fn done(self: Box<Self>) {}
+}
+
+/// Requests and where their replies go.
+pub struct Submission<W: Worker> {
+    pub requests: Vec<W::Request>,
+    pub sink: Box<dyn Sink<W::Reply>>,
+}
+
+enum Message<W: Worker> {
+    Work(Submission<W>),
+    /// Wakes the writer to see the stop flag.
+    Wake,
+}
+
+/// What the writer and the handles share.
+struct Shared<W> {
+    /// The worker: whoever holds this lock handles requests. `None` once the writer ended.
+    worker: Mutex<Option<W>>,
+    /// Submissions queued and not yet handled (changed only under `worker`, but for the
+    /// increment before queueing).
+    pending: AtomicUsize,
+    stop: AtomicBool,
+}
+
+impl<W> Shared<W> {
+    fn lock(&self) -> MutexGuard<'_, Option<W>> {
+        // A panic while handling ends the process, so a poisoned lock only means "stopping":
+        // use it as it is.
+        self.worker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The writer thread.
+pub struct Writer<W: Worker> {
+    shared: Arc<Shared<W>>,
+    thread: JoinHandle<()>,
+}
+
+/// A way to the writer, for one front end (clone it for more).
+pub struct Handle<W: Worker> {
+    tx: SyncSender<Message<W>>,
+    shared: Arc<Shared<W>>,
+}
+
+impl<W: Worker> Clone for Handle<W> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The writer has stopped: nothing more can be submitted.
+#[derive(Debug, thiserror::Error)]
+#[error("the node has stopped")]
+pub struct Stopped;
+
+impl<W: Worker> Writer<W> {
+    /// Starts the writer thread. `max_batch`: most requests handled as one batch; `queue`: most
+    /// submissions waiting (beyond that, [`Handle::submit`] blocks).
+    pub fn start(worker: W, max_batch: usize, queue: usize) -> std::io::Result<(Self, Handle<W>)> {
+        let (tx, rx) = sync_channel(queue);
+        let shared = Arc::new(Shared {
+            worker: Mutex::new(Some(worker)),
+            pending: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("writer".into())
+                .spawn(move || run(&rx, &shared, max_batch.max(1)))?
+        };
+        let handle = Handle {
+            tx,
+            shared: shared.clone(),
+        };
+        Ok((Self { shared, thread }, handle))
+    }
+
+    /// Waits for the writer to end (every handle dropped, or [`Handle::stop`]) and gives the
+    /// worker back (`None` if a batch panicked).
+    pub fn join(self) -> Option<W> {
+        let _ = self.thread.join();
+        self.shared.lock().take()
+    }
+}
+
+impl<W: Worker> Handle<W> {
+    /// Queues requests; blocks while the queue is full.
+    pub fn submit(&self, submission: Submission<W>) -> Result<(), Stopped> {
+        if self.shared.stop.load(Ordering::SeqCst) {
+            return Err(Stopped);
+        }
+        self.shared.pending.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(Message::Work(submission)).map_err(|_| {
+            self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+            Stopped
+        })
+    }
+
+    /// Handles the submission on this thread if the writer is idle and nothing is queued (so
+    /// that order is kept); otherwise gives it back, to be [`Handle::submit`]ted.
+    pub fn try_here(&self, submission: Submission<W>) -> Result<(), Submission<W>> {
+        let Ok(mut slot) = self.shared.worker.try_lock() else {
+            return Err(submission);
+        };
+        let idle = self.shared.pending.load(Ordering::SeqCst) == 0
+            && !self.shared.stop.load(Ordering::SeqCst);
+        match slot.as_mut() {
+            Some(worker) if idle => {
+                handle(worker, vec![submission]);
+                Ok(())
+            }
+            _ => Err(submission),
+        }
+    }
+
+    /// Asks the writer to stop after the batch in hand.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // The writer may be waiting for work: wake it (if the queue is full, it is not).
+        match self.tx.try_send(Message::Wake) {
+            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Whether [`Handle::stop`] was called (by any handle).
+    pub fn stopped(&self) -> bool {
+        self.shared.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// The writer thread's loop.
+fn run<W: Worker>(rx: &Receiver<Message<W>>, shared: &Shared<W>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let mut batch = Vec::new();
+        let mut requests = 0;
+        let mut next = Some(first);
+        while let Some(message) = next {
+            if let Message::Work(s) = message {
+                requests += s.requests.len();
+                batch.push(s);
+            }
+            next = if requests < max_batch {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let count = batch.len();
+        let mut slot = shared.lock();
+        let Some(worker) = slot.as_mut() else { break };
+        handle(worker, batch);
+        shared.pending.fetch_sub(count, Ordering::SeqCst);
+    }
+}
+
+/// Handles submissions as one batch and gives each sink its replies.
+fn handle<W: Worker>(worker: &mut W, batch: Vec<Submission<W>>) {
+    let mut sinks = Vec::with_capacity(batch.len());
+    let mut requests = Vec::new();
+    for s in batch {
+        if s.requests.is_empty() {
+            s.sink.done();
+            continue;
+        }
+        sinks.push((s.requests.len(), s.sink));
+        if requests.is_empty() {
+            requests = s.requests;
+        } else {
+            requests.extend(s.requests);
+        }
+    }
+    let mut sinks = sinks.into_iter().peekable();
+    let mut given = 0;
+    worker.handle(requests, &mut |reply| {
+        let (count, sink) = sinks.peek_mut().expect("one reply per request");
+        sink.reply(reply);
+        given += 1;
+        if given == *count {
+            given = 0;
+            let (_, sink) = sinks.next().expect("peeked");
+            sink.done();
+        }
+    });
+}

@@ -1,0 +1,1109 @@
+//! The event-store test suite, written once as generic functions over [`EventStore`], for any
+//! backend in any crate. [`store_suite!`](crate::store_suite) runs all of it against one store
+//! factory, one `#[test]` per case:
+//!
+//! ```text
+//! cqrs_node::store_suite!(memory_store, || (cqrs_node::store::MemoryStore::new(), ()));
+//! ```
+//!
+//! The factory returns a fresh, empty store and a guard kept alive for the test (a temporary
+//! directory, a database schema to drop: anything the store needs). `tests/store_suite.rs` runs
+//! it against [`MemoryStore`](super::MemoryStore) and [`SqliteStore`](super::SqliteStore) (with
+//! three cache sizes); a PostgreSQL store runs it with one more line.
+//!
+//! These are test helpers: they panic on failure, with a message.
+
+#![allow(clippy::missing_panics_doc)]
+
+use super::{
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StoreError, StoreRead,
+    StoreWrite, StreamId, Upto,
+};
+use crate::timestamp::Timestamp;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+pub fn stream(id: &str) -> StreamId {
+    StreamId::new("User", id)
+}
+
+/// An event of type `kind` at time `t` (nanoseconds) with a small distinguishing payload.
+pub fn ev(kind: &str, t: i64, n: u32) -> NewEvent {
+    NewEvent {
+        event_type: kind.to_string(),
+        timestamp: Timestamp(t),
+        data: format!(r#"{{"n":{n}}}"#),
+    }
+}
+
+pub fn snap(version: u64, t: i64, state: &str) -> Snapshot {
+    Snapshot {
+        version,
+        timestamp: Timestamp(t),
+        state: state.to_string(),
+    }
+}
+
+/// Appends and commits, panicking on failure.
+pub fn append_commit<S: EventStore>(
+    store: &mut S,
+    s: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> Vec<RecordedEvent> {
+    let mut tx = store.begin().unwrap();
+    let recorded = tx.append(s, expected, events).unwrap();
+    tx.commit().unwrap();
+    recorded
+}
+
+pub fn versions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.version).collect()
+}
+
+pub fn positions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.position).collect()
+}
+
+pub fn ns(events: &[RecordedEvent]) -> Vec<String> {
+    events.iter().map(|e| e.data.clone()).collect()
+}
+
+pub fn data(n: u32) -> String {
+    format!(r#"{{"n":{n}}}"#)
+}
+
+/// The whole log, read back in one go.
+pub fn log(store: &impl StoreRead) -> Vec<RecordedEvent> {
+    store.read_all(0, usize::MAX).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Appends, versions, positions
+
+pub fn empty_store_reads_nothing<S: EventStore>(store: &mut S) {
+    assert_eq!(store.head().unwrap(), 0);
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 0);
+    assert!(store
+        .read_stream(&stream("a"), 0, Upto::End)
+        .unwrap()
+        .is_empty());
+    assert!(log(store).is_empty());
+    assert_eq!(store.snapshot(&stream("a"), Upto::End).unwrap(), None);
+    assert_eq!(store.document("users", "a").unwrap(), None);
+    assert!(store.documents("users", None, 10).unwrap().is_empty());
+    assert_eq!(store.checkpoint("users").unwrap(), 0);
+}
+
+pub fn append_to_new_stream<S: EventStore>(store: &mut S) {
+    let events = [ev("UserCreated", 10, 1), ev("UserRenamed", 20, 2)];
+    let recorded = append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Exact(0),
+        events.to_vec(),
+    );
+    assert_eq!(
+        recorded,
+        vec![
+            RecordedEvent {
+                stream: stream("a"),
+                version: 1,
+                position: 1,
+                event_type: "UserCreated".into(),
+                timestamp: Timestamp(10),
+                data: data(1),
+            },
+            RecordedEvent {
+                stream: stream("a"),
+                version: 2,
+                position: 2,
+                event_type: "UserRenamed".into(),
+                timestamp: Timestamp(20),
+                data: data(2),
+            },
+        ]
+    );
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 2);
+    assert_eq!(store.head().unwrap(), 2);
+    // What is read back is exactly what the append returned.
+    assert_eq!(
+        store.read_stream(&stream("a"), 0, Upto::End).unwrap(),
+        recorded
+    );
+    assert_eq!(log(store), recorded);
+}
+
+pub fn append_to_existing_stream<S: EventStore>(store: &mut S) {
+    append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Exact(0),
+        vec![ev("E", 1, 1)],
+    );
+    let second = append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Exact(1),
+        vec![ev("E", 2, 2), ev("E", 3, 3)],
+    );
+    assert_eq!(versions(&second), [2, 3]);
+    assert_eq!(positions(&second), [2, 3]);
+    let all = store.read_stream(&stream("a"), 0, Upto::End).unwrap();
+    assert_eq!(versions(&all), [1, 2, 3]);
+    assert_eq!(ns(&all), [data(1), data(2), data(3)]);
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 3);
+}
+
+pub fn positions_are_global_and_gap_free<S: EventStore>(store: &mut S) {
+    // Interleave three streams, some appends in one transaction, some in several.
+    append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Any,
+        vec![ev("E", 1, 1)],
+    );
+    {
+        let mut tx = store.begin().unwrap();
+        let b = tx
+            .append(&stream("b"), ExpectedVersion::Any, vec![ev("E", 2, 2)])
+            .unwrap();
+        let a = tx
+            .append(
+                &stream("a"),
+                ExpectedVersion::Exact(1),
+                vec![ev("E", 3, 3), ev("E", 4, 4)],
+            )
+            .unwrap();
+        let c = tx
+            .append(&stream("c"), ExpectedVersion::Exact(0), vec![ev("E", 5, 5)])
+            .unwrap();
+        assert_eq!(positions(&b), [2]);
+        assert_eq!(positions(&a), [3, 4]);
+        assert_eq!(versions(&a), [2, 3]);
+        assert_eq!(positions(&c), [5]);
+        assert_eq!(tx.head().unwrap(), 5);
+        tx.commit().unwrap();
+    }
+    let b = append_commit(
+        store,
+        &stream("b"),
+        ExpectedVersion::Exact(1),
+        vec![ev("E", 6, 6)],
+    );
+    assert_eq!(positions(&b), [6]);
+    assert_eq!(versions(&b), [2]);
+
+    let all = log(store);
+    assert_eq!(positions(&all), [1, 2, 3, 4, 5, 6]);
+    let streams: Vec<&str> = all.iter().map(|e| e.stream.id.as_str()).collect();
+    assert_eq!(streams, ["a", "b", "a", "a", "c", "b"]);
+    assert_eq!(versions(&all), [1, 1, 2, 3, 1, 2]);
+    assert_eq!(store.head().unwrap(), 6);
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 3);
+    assert_eq!(store.stream_version(&stream("b")).unwrap(), 2);
+    assert_eq!(store.stream_version(&stream("c")).unwrap(), 1);
+}
+
+pub fn categories_are_separate_streams<S: EventStore>(store: &mut S) {
+    let user = StreamId::new("User", "x");
+    let order = StreamId::new("Order", "x");
+    append_commit(store, &user, ExpectedVersion::Exact(0), vec![ev("E", 1, 1)]);
+    let o = append_commit(
+        store,
+        &order,
+        ExpectedVersion::Exact(0),
+        vec![ev("E", 2, 2)],
+    );
+    assert_eq!(versions(&o), [1]);
+    assert_eq!(o[0].stream, order);
+    assert_eq!(store.stream_version(&user).unwrap(), 1);
+    assert_eq!(store.stream_version(&order).unwrap(), 1);
+    assert_eq!(
+        ns(&store.read_stream(&order, 0, Upto::End).unwrap()),
+        [data(2)]
+    );
+}
+
+pub fn unusual_ids_and_data_round_trip<S: EventStore>(store: &mut S) {
+    let odd = StreamId::new(
+        "Cat égorie",
+        "id with 'quotes', \"double\", %, _, \u{1F600}, \0 nul",
+    );
+    let e = NewEvent {
+        event_type: "Ünïcode".into(),
+        timestamp: Timestamp(-1_000_000_000_000_000_000),
+        data: r#"{"text":"line\nbreak \u0000 ☃","big":12345678901234567890}"#.into(),
+    };
+    let last = NewEvent {
+        timestamp: Timestamp(i64::MAX),
+        ..e.clone()
+    };
+    let first = NewEvent {
+        timestamp: Timestamp(i64::MIN),
+        ..e.clone()
+    };
+    // Times only go forwards: MIN, then negative, then MAX.
+    let recorded = append_commit(
+        store,
+        &odd,
+        ExpectedVersion::Exact(0),
+        vec![first.clone(), e.clone(), last.clone()],
+    );
+    let back = store.read_stream(&odd, 0, Upto::End).unwrap();
+    assert_eq!(back, recorded);
+    assert_eq!(back[0].stream, odd);
+    assert_eq!(back[0].event_type, e.event_type);
+    assert_eq!(back[0].data, e.data);
+    assert_eq!(back[0].timestamp, Timestamp(i64::MIN));
+    assert_eq!(back[1].timestamp, e.timestamp);
+    assert_eq!(back[2].timestamp, Timestamp(i64::MAX));
+    // The extreme times are inside the matching bounds.
+    assert_eq!(
+        store
+            .read_stream(&odd, 0, Upto::Time(Timestamp(i64::MIN)))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .read_stream(&odd, 0, Upto::Time(Timestamp(i64::MAX)))
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(store.stream_version(&odd).unwrap(), 3);
+    assert_eq!(
+        store
+            .stream_version(&StreamId::new("Cat égorie", "id"))
+            .unwrap(),
+        0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optimistic concurrency
+
+pub fn exact_version_conflict_writes_nothing<S: EventStore>(store: &mut S) {
+    append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Exact(0),
+        vec![ev("E", 1, 1), ev("E", 2, 2)],
+    );
+    let mut tx = store.begin().unwrap();
+    // Behind, ahead, and "must not exist" on an existing stream.
+    for expected in [0, 1, 3, 100] {
+        assert_eq!(
+            tx.append(
+                &stream("a"),
+                ExpectedVersion::Exact(expected),
+                vec![ev("E", 3, 3), ev("E", 4, 4)]
+            ),
+            Err(StoreError::Conflict {
+                expected,
+                actual: 2
+            })
+        );
+    }
+    // A stream that does not exist is at version 0.
+    assert_eq!(
+        tx.append(
+            &stream("new"),
+            ExpectedVersion::Exact(1),
+            vec![ev("E", 3, 3)]
+        ),
+        Err(StoreError::Conflict {
+            expected: 1,
+            actual: 0
+        })
+    );
+    // Nothing was written, even inside the transaction.
+    assert_eq!(tx.head().unwrap(), 2);
+    assert_eq!(tx.stream_version(&stream("a")).unwrap(), 2);
+    assert_eq!(tx.stream_version(&stream("new")).unwrap(), 0);
+    assert_eq!(log(&tx).len(), 2);
+
+    // The transaction is still usable: the right version goes through, positions stay gap-free.
+    let ok = tx
+        .append(&stream("a"), ExpectedVersion::Exact(2), vec![ev("E", 3, 3)])
+        .unwrap();
+    assert_eq!(versions(&ok), [3]);
+    assert_eq!(positions(&ok), [3]);
+    let new = tx
+        .append(
+            &stream("new"),
+            ExpectedVersion::Exact(0),
+            vec![ev("E", 4, 4)],
+        )
+        .unwrap();
+    assert_eq!(positions(&new), [4]);
+    // And after the conflict the old expectation is stale in turn.
+    assert_eq!(
+        tx.append(&stream("a"), ExpectedVersion::Exact(2), vec![ev("E", 5, 5)]),
+        Err(StoreError::Conflict {
+            expected: 2,
+            actual: 3
+        })
+    );
+    tx.commit().unwrap();
+
+    let all = log(store);
+    assert_eq!(positions(&all), [1, 2, 3, 4]);
+    assert_eq!(ns(&all), [data(1), data(2), data(3), data(4)]);
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 3);
+    assert_eq!(store.stream_version(&stream("new")).unwrap(), 1);
+}
+
+pub fn empty_append_checks_version_only<S: EventStore>(store: &mut S) {
+    let mut tx = store.begin().unwrap();
+    // On a stream that does not exist.
+    assert_eq!(
+        tx.append(&stream("a"), ExpectedVersion::Exact(0), vec![]),
+        Ok(vec![])
+    );
+    assert_eq!(
+        tx.append(&stream("a"), ExpectedVersion::Exact(1), vec![]),
+        Err(StoreError::Conflict {
+            expected: 1,
+            actual: 0
+        })
+    );
+    assert_eq!(
+        tx.append(&stream("a"), ExpectedVersion::Any, vec![]),
+        Ok(vec![])
+    );
+    // It creates nothing.
+    assert_eq!(tx.stream_version(&stream("a")).unwrap(), 0);
+    assert_eq!(tx.head().unwrap(), 0);
+    tx.append(&stream("a"), ExpectedVersion::Exact(0), vec![ev("E", 1, 1)])
+        .unwrap();
+    // On an existing one.
+    assert_eq!(
+        tx.append(&stream("a"), ExpectedVersion::Exact(1), vec![]),
+        Ok(vec![])
+    );
+    assert_eq!(
+        tx.append(&stream("a"), ExpectedVersion::Exact(0), vec![]),
+        Err(StoreError::Conflict {
+            expected: 0,
+            actual: 1
+        })
+    );
+    assert_eq!(tx.head().unwrap(), 1);
+    tx.commit().unwrap();
+    assert_eq!(log(store).len(), 1);
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 1);
+}
+
+pub fn expected_any_always_appends<S: EventStore>(store: &mut S) {
+    let first = append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Any,
+        vec![ev("E", 1, 1)],
+    );
+    assert_eq!(versions(&first), [1]);
+    let second = append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Any,
+        vec![ev("E", 2, 2), ev("E", 3, 3)],
+    );
+    assert_eq!(versions(&second), [2, 3]);
+    assert_eq!(positions(&second), [2, 3]);
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading streams
+
+/// Stream "a": versions 1..=5 at times 10, 20, 20, 30, 40; stream "b" interleaved.
+pub fn fill_for_reads<S: EventStore>(store: &mut S) {
+    let a = stream("a");
+    let b = stream("b");
+    append_commit(store, &a, ExpectedVersion::Exact(0), vec![ev("E", 10, 1)]);
+    append_commit(store, &b, ExpectedVersion::Exact(0), vec![ev("E", 15, 100)]);
+    append_commit(
+        store,
+        &a,
+        ExpectedVersion::Exact(1),
+        vec![ev("E", 20, 2), ev("E", 20, 3)],
+    );
+    append_commit(store, &b, ExpectedVersion::Exact(1), vec![ev("E", 25, 101)]);
+    append_commit(
+        store,
+        &a,
+        ExpectedVersion::Exact(3),
+        vec![ev("E", 30, 4), ev("E", 40, 5)],
+    );
+}
+
+pub fn read_stream_after_and_upto<S: EventStore>(store: &mut S) {
+    fill_for_reads(store);
+    let a = stream("a");
+    let read = |after, upto| versions(&store.read_stream(&a, after, upto).unwrap());
+
+    assert_eq!(read(0, Upto::End), [1, 2, 3, 4, 5]);
+    assert_eq!(read(2, Upto::End), [3, 4, 5]);
+    assert_eq!(read(5, Upto::End), Vec::<u64>::new());
+    assert_eq!(read(99, Upto::End), Vec::<u64>::new());
+    assert_eq!(read(u64::MAX, Upto::End), Vec::<u64>::new());
+
+    assert_eq!(read(0, Upto::Version(0)), Vec::<u64>::new());
+    assert_eq!(read(0, Upto::Version(1)), [1]);
+    assert_eq!(read(0, Upto::Version(3)), [1, 2, 3]);
+    assert_eq!(read(1, Upto::Version(3)), [2, 3]);
+    assert_eq!(read(3, Upto::Version(3)), Vec::<u64>::new());
+    assert_eq!(read(4, Upto::Version(3)), Vec::<u64>::new());
+    assert_eq!(read(0, Upto::Version(99)), [1, 2, 3, 4, 5]);
+    assert_eq!(read(0, Upto::Version(u64::MAX)), [1, 2, 3, 4, 5]);
+
+    let at = |t| Upto::Time(Timestamp(t));
+    assert_eq!(read(0, at(9)), Vec::<u64>::new());
+    assert_eq!(read(0, at(i64::MIN)), Vec::<u64>::new());
+    // Inclusive bound, and every event at the bound's time is inside.
+    assert_eq!(read(0, at(10)), [1]);
+    assert_eq!(read(0, at(19)), [1]);
+    assert_eq!(read(0, at(20)), [1, 2, 3]);
+    assert_eq!(read(0, at(29)), [1, 2, 3]);
+    assert_eq!(read(0, at(30)), [1, 2, 3, 4]);
+    assert_eq!(read(0, at(40)), [1, 2, 3, 4, 5]);
+    assert_eq!(read(0, at(i64::MAX)), [1, 2, 3, 4, 5]);
+    assert_eq!(read(2, at(30)), [3, 4]);
+    assert_eq!(read(4, at(20)), Vec::<u64>::new());
+
+    // Other streams are untouched by the bounds, and an unknown stream is empty.
+    let b = store.read_stream(&stream("b"), 0, at(20)).unwrap();
+    assert_eq!(ns(&b), [data(100)]);
+    assert!(store
+        .read_stream(&stream("zzz"), 0, Upto::End)
+        .unwrap()
+        .is_empty());
+    // Everything a stream read returns carries its global position.
+    let all = store.read_stream(&a, 0, Upto::End).unwrap();
+    assert_eq!(positions(&all), [1, 3, 4, 6, 7]);
+    assert_eq!(ns(&all), [data(1), data(2), data(3), data(4), data(5)]);
+}
+
+pub fn read_all_in_global_order<S: EventStore>(store: &mut S) {
+    fill_for_reads(store);
+    let all = log(store);
+    assert_eq!(positions(&all), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        ns(&all),
+        [
+            data(1),
+            data(100),
+            data(2),
+            data(3),
+            data(101),
+            data(4),
+            data(5)
+        ]
+    );
+    let page = |after, limit| positions(&store.read_all(after, limit).unwrap());
+    assert_eq!(page(0, 3), [1, 2, 3]);
+    assert_eq!(page(3, 3), [4, 5, 6]);
+    assert_eq!(page(6, 3), [7]);
+    assert_eq!(page(7, 3), Vec::<u64>::new());
+    assert_eq!(page(100, 3), Vec::<u64>::new());
+    assert_eq!(page(u64::MAX, 3), Vec::<u64>::new());
+    assert_eq!(page(0, 0), Vec::<u64>::new());
+    assert_eq!(page(2, 1), [3]);
+    assert_eq!(page(5, usize::MAX), [6, 7]);
+    // Paging through the log one event at a time gives the whole log.
+    let mut at = 0;
+    let mut paged = Vec::new();
+    loop {
+        let chunk = store.read_all(at, 2).unwrap();
+        let Some(last) = chunk.last() else { break };
+        at = last.position;
+        paged.extend(chunk);
+    }
+    assert_eq!(paged, all);
+}
+
+pub fn head_follows_the_log<S: EventStore>(store: &mut S) {
+    assert_eq!(store.head().unwrap(), 0);
+    fill_for_reads(store);
+    assert_eq!(store.head().unwrap(), 7);
+    let mut tx = store.begin().unwrap();
+    assert_eq!(tx.head().unwrap(), 7);
+    tx.append(&stream("c"), ExpectedVersion::Any, vec![ev("E", 1, 1)])
+        .unwrap();
+    assert_eq!(tx.head().unwrap(), 8);
+    tx.commit().unwrap();
+    assert_eq!(store.head().unwrap(), 8);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
+pub fn snapshots_newest_inside_upto<S: EventStore>(store: &mut S) {
+    let a = stream("a");
+    let b = stream("b");
+    let mut tx = store.begin().unwrap();
+    assert_eq!(tx.snapshot(&a, Upto::End).unwrap(), None);
+    tx.put_snapshot(&a, &snap(2, 20, "two")).unwrap();
+    tx.put_snapshot(&a, &snap(4, 40, "four")).unwrap();
+    tx.put_snapshot(&a, &snap(3, 30, "three")).unwrap();
+    tx.put_snapshot(&b, &snap(1, 5, "b-one")).unwrap();
+    // A transaction sees its own snapshots.
+    assert_eq!(
+        tx.snapshot(&a, Upto::End).unwrap(),
+        Some(snap(4, 40, "four"))
+    );
+    tx.commit().unwrap();
+
+    let get = |upto| store.snapshot(&a, upto).unwrap();
+    assert_eq!(get(Upto::End), Some(snap(4, 40, "four")));
+    assert_eq!(get(Upto::Version(u64::MAX)), Some(snap(4, 40, "four")));
+    assert_eq!(get(Upto::Version(4)), Some(snap(4, 40, "four")));
+    assert_eq!(get(Upto::Version(3)), Some(snap(3, 30, "three")));
+    assert_eq!(get(Upto::Version(2)), Some(snap(2, 20, "two")));
+    assert_eq!(get(Upto::Version(1)), None);
+    assert_eq!(get(Upto::Version(0)), None);
+    let at = |t| Upto::Time(Timestamp(t));
+    assert_eq!(get(at(i64::MAX)), Some(snap(4, 40, "four")));
+    assert_eq!(get(at(40)), Some(snap(4, 40, "four")));
+    assert_eq!(get(at(39)), Some(snap(3, 30, "three")));
+    assert_eq!(get(at(30)), Some(snap(3, 30, "three")));
+    assert_eq!(get(at(20)), Some(snap(2, 20, "two")));
+    assert_eq!(get(at(19)), None);
+    assert_eq!(
+        store.snapshot(&b, Upto::End).unwrap(),
+        Some(snap(1, 5, "b-one"))
+    );
+    assert_eq!(store.snapshot(&stream("c"), Upto::End).unwrap(), None);
+
+    // Replacing the snapshot at one version.
+    let mut tx = store.begin().unwrap();
+    tx.put_snapshot(&a, &snap(3, 30, "three again")).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        store.snapshot(&a, Upto::Version(3)).unwrap(),
+        Some(snap(3, 30, "three again"))
+    );
+    assert_eq!(
+        store.snapshot(&a, Upto::End).unwrap(),
+        Some(snap(4, 40, "four"))
+    );
+
+    // Clearing them all, every stream.
+    let mut tx = store.begin().unwrap();
+    tx.clear_snapshots().unwrap();
+    assert_eq!(tx.snapshot(&a, Upto::End).unwrap(), None);
+    tx.commit().unwrap();
+    assert_eq!(store.snapshot(&a, Upto::End).unwrap(), None);
+    assert_eq!(store.snapshot(&b, Upto::End).unwrap(), None);
+    // And new ones can be written after a clear.
+    let mut tx = store.begin().unwrap();
+    tx.put_snapshot(&a, &snap(5, 50, "five")).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        store.snapshot(&a, Upto::End).unwrap(),
+        Some(snap(5, 50, "five"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents and checkpoints
+
+pub fn documents_put_overwrite_delete<S: EventStore>(store: &mut S) {
+    let mut tx = store.begin().unwrap();
+    tx.put_document("users", "a", Some(r#"{"v":1}"#)).unwrap();
+    tx.put_document("other", "a", Some("other-a")).unwrap();
+    assert_eq!(
+        tx.document("users", "a").unwrap().as_deref(),
+        Some(r#"{"v":1}"#)
+    );
+    tx.put_document("users", "a", Some(r#"{"v":2}"#)).unwrap();
+    tx.put_document("users", "b", Some("b")).unwrap();
+    tx.commit().unwrap();
+
+    assert_eq!(
+        store.document("users", "a").unwrap().as_deref(),
+        Some(r#"{"v":2}"#)
+    );
+    assert_eq!(
+        store.document("other", "a").unwrap().as_deref(),
+        Some("other-a")
+    );
+    assert_eq!(store.document("users", "c").unwrap(), None);
+    assert_eq!(store.document("nope", "a").unwrap(), None);
+
+    let mut tx = store.begin().unwrap();
+    tx.put_document("users", "a", None).unwrap();
+    // Deleting what is not there is fine.
+    tx.put_document("users", "zzz", None).unwrap();
+    tx.put_document("nope", "zzz", None).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(store.document("users", "a").unwrap(), None);
+    assert_eq!(
+        store.document("other", "a").unwrap().as_deref(),
+        Some("other-a")
+    );
+    assert_eq!(
+        store.documents("users", None, 10).unwrap(),
+        vec![("b".to_string(), "b".to_string())]
+    );
+    // A deleted key can be written again.
+    let mut tx = store.begin().unwrap();
+    tx.put_document("users", "a", Some("again")).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        store.document("users", "a").unwrap().as_deref(),
+        Some("again")
+    );
+}
+
+pub fn documents_ordered_by_key_with_after_and_limit<S: EventStore>(store: &mut S) {
+    // Byte order: upper case before lower case, '-' before digits, multi-byte UTF-8 last,
+    // and a prefix before its extensions.
+    let keys = [
+        "b", "a", "B", "a-1", "a1", "é", "ab", "aa", "Z", "user-10", "user-2", "",
+    ];
+    let mut tx = store.begin().unwrap();
+    for k in keys {
+        tx.put_document("users", k, Some(&format!("doc {k}")))
+            .unwrap();
+    }
+    tx.put_document("other", "0", Some("x")).unwrap();
+    tx.commit().unwrap();
+
+    let mut sorted: Vec<&str> = keys.to_vec();
+    sorted.sort_by(|x, y| x.as_bytes().cmp(y.as_bytes()));
+    let got = store.documents("users", None, usize::MAX).unwrap();
+    let got_keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(got_keys, sorted);
+    assert_eq!(
+        got_keys,
+        ["", "B", "Z", "a", "a-1", "a1", "aa", "ab", "b", "user-10", "user-2", "é"]
+    );
+    for (k, v) in &got {
+        assert_eq!(v, &format!("doc {k}"));
+    }
+
+    let page = |after: Option<&str>, limit| -> Vec<String> {
+        store
+            .documents("users", after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    assert_eq!(page(None, 2), ["", "B"]);
+    // `after` is exclusive; the empty key is a key like any other.
+    assert_eq!(page(Some(""), 2), ["B", "Z"]);
+    assert_eq!(page(Some("a"), 3), ["a-1", "a1", "aa"]);
+    // `after` need not be a stored key.
+    assert_eq!(page(Some("a0"), 2), ["a1", "aa"]);
+    assert_eq!(page(Some("user-10"), 10), ["user-2", "é"]);
+    assert_eq!(page(Some("é"), 10), Vec::<String>::new());
+    assert_eq!(page(Some("\u{10FFFF}"), 10), Vec::<String>::new());
+    assert_eq!(page(None, 0), Vec::<String>::new());
+    assert_eq!(
+        store.documents("other", None, 10).unwrap(),
+        vec![("0".to_string(), "x".to_string())]
+    );
+    assert!(store.documents("none", None, 10).unwrap().is_empty());
+}
+
+pub fn clear_collection_clears_only_that_one<S: EventStore>(store: &mut S) {
+    let mut tx = store.begin().unwrap();
+    for k in ["a", "b", "c"] {
+        tx.put_document("users", k, Some(k)).unwrap();
+        tx.put_document("other", k, Some(k)).unwrap();
+    }
+    tx.commit().unwrap();
+    let mut tx = store.begin().unwrap();
+    tx.clear_collection("users").unwrap();
+    tx.clear_collection("never-existed").unwrap();
+    assert!(tx.documents("users", None, 10).unwrap().is_empty());
+    tx.commit().unwrap();
+    assert!(store.documents("users", None, 10).unwrap().is_empty());
+    assert_eq!(store.document("users", "a").unwrap(), None);
+    assert_eq!(store.documents("other", None, 10).unwrap().len(), 3);
+    // Refill after a clear.
+    let mut tx = store.begin().unwrap();
+    tx.put_document("users", "x", Some("x")).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        store.documents("users", None, 10).unwrap(),
+        vec![("x".to_string(), "x".to_string())]
+    );
+}
+
+pub fn checkpoints<S: EventStore>(store: &mut S) {
+    assert_eq!(store.checkpoint("users").unwrap(), 0);
+    let mut tx = store.begin().unwrap();
+    tx.set_checkpoint("users", 5).unwrap();
+    tx.set_checkpoint("other", 7).unwrap();
+    assert_eq!(tx.checkpoint("users").unwrap(), 5);
+    tx.commit().unwrap();
+    assert_eq!(store.checkpoint("users").unwrap(), 5);
+    assert_eq!(store.checkpoint("other").unwrap(), 7);
+    assert_eq!(store.checkpoint("third").unwrap(), 0);
+    let mut tx = store.begin().unwrap();
+    tx.set_checkpoint("users", 9).unwrap();
+    // A checkpoint can also go back (a rebuild resets it to 0).
+    tx.set_checkpoint("other", 0).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(store.checkpoint("users").unwrap(), 9);
+    assert_eq!(store.checkpoint("other").unwrap(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transactions
+
+/// Writes one of everything, in a transaction.
+pub fn write_everything<T: StoreWrite>(tx: &mut T, tag: u32) {
+    tx.append(&stream("a"), ExpectedVersion::Any, vec![ev("E", 100, tag)])
+        .unwrap();
+    tx.append(&stream("t"), ExpectedVersion::Any, vec![ev("E", 100, tag)])
+        .unwrap();
+    tx.put_document("users", "a", Some(&format!("a{tag}")))
+        .unwrap();
+    tx.put_document("users", &format!("k{tag}"), Some("new"))
+        .unwrap();
+    tx.set_checkpoint("users", u64::from(tag)).unwrap();
+    tx.put_snapshot(&stream("a"), &snap(2, 100, &format!("s{tag}")))
+        .unwrap();
+}
+
+pub fn transaction_sees_its_own_writes<S: EventStore>(store: &mut S) {
+    let mut tx = store.begin().unwrap();
+    write_everything(&mut tx, 1);
+    assert_eq!(tx.head().unwrap(), 2);
+    assert_eq!(tx.stream_version(&stream("a")).unwrap(), 1);
+    assert_eq!(positions(&log(&tx)), [1, 2]);
+    assert_eq!(
+        versions(&tx.read_stream(&stream("t"), 0, Upto::End).unwrap()),
+        [1]
+    );
+    assert_eq!(tx.document("users", "a").unwrap().as_deref(), Some("a1"));
+    assert_eq!(tx.documents("users", None, 10).unwrap().len(), 2);
+    assert_eq!(tx.checkpoint("users").unwrap(), 1);
+    assert_eq!(
+        tx.snapshot(&stream("a"), Upto::End).unwrap(),
+        Some(snap(2, 100, "s1"))
+    );
+    tx.commit().unwrap();
+}
+
+pub fn commit_makes_writes_visible<S: EventStore>(store: &mut S) {
+    let mut tx = store.begin().unwrap();
+    write_everything(&mut tx, 1);
+    tx.commit().unwrap();
+    assert_eq!(store.head().unwrap(), 2);
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 1);
+    assert_eq!(store.stream_version(&stream("t")).unwrap(), 1);
+    assert_eq!(store.document("users", "a").unwrap().as_deref(), Some("a1"));
+    assert_eq!(
+        store.document("users", "k1").unwrap().as_deref(),
+        Some("new")
+    );
+    assert_eq!(store.checkpoint("users").unwrap(), 1);
+    assert_eq!(
+        store.snapshot(&stream("a"), Upto::End).unwrap(),
+        Some(snap(2, 100, "s1"))
+    );
+}
+
+/// The state written by [`write_everything`] with tag 1 and committed.
+pub fn committed_state(store: &impl StoreRead) {
+    assert_eq!(store.head().unwrap(), 2);
+    assert_eq!(positions(&log(store)), [1, 2]);
+    assert_eq!(ns(&log(store)), [data(1), data(1)]);
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 1);
+    assert_eq!(store.stream_version(&stream("t")).unwrap(), 1);
+    assert_eq!(store.stream_version(&stream("fresh")).unwrap(), 0);
+    assert_eq!(
+        store.documents("users", None, 10).unwrap(),
+        vec![
+            ("a".to_string(), "a1".to_string()),
+            ("k1".to_string(), "new".to_string()),
+        ]
+    );
+    assert_eq!(store.documents("extra", None, 10).unwrap(), vec![]);
+    assert_eq!(store.checkpoint("users").unwrap(), 1);
+    assert_eq!(store.checkpoint("extra").unwrap(), 0);
+    assert_eq!(
+        store.snapshot(&stream("a"), Upto::End).unwrap(),
+        Some(snap(2, 100, "s1"))
+    );
+    assert_eq!(store.snapshot(&stream("fresh"), Upto::End).unwrap(), None);
+}
+
+pub fn rollback_on_drop_of_a_fresh_store<S: EventStore>(store: &mut S) {
+    {
+        let mut tx = store.begin().unwrap();
+        write_everything(&mut tx, 1);
+        tx.clear_collection("users").unwrap();
+        tx.clear_snapshots().unwrap();
+        // dropped without commit
+    }
+    empty_store_reads_nothing(store);
+    assert_eq!(store.stream_version(&stream("t")).unwrap(), 0);
+    // Positions and versions start over from 1.
+    let again = append_commit(
+        store,
+        &stream("t"),
+        ExpectedVersion::Exact(0),
+        vec![ev("E", 1, 9)],
+    );
+    assert_eq!(positions(&again), [1]);
+    assert_eq!(versions(&again), [1]);
+    assert_eq!(ns(&log(store)), [data(9)]);
+}
+
+pub fn rollback_on_drop_restores_what_was_committed<S: EventStore>(store: &mut S) {
+    {
+        let mut tx = store.begin().unwrap();
+        write_everything(&mut tx, 1);
+        tx.commit().unwrap();
+    }
+    committed_state(store);
+    {
+        // Overwrite, delete and add one of everything, then walk away.
+        let mut tx = store.begin().unwrap();
+        write_everything(&mut tx, 2);
+        tx.append(
+            &stream("fresh"),
+            ExpectedVersion::Exact(0),
+            vec![ev("E", 1, 3), ev("E", 2, 4)],
+        )
+        .unwrap();
+        tx.put_document("users", "k1", None).unwrap();
+        tx.put_document("extra", "x", Some("x")).unwrap();
+        tx.set_checkpoint("extra", 3).unwrap();
+        tx.put_snapshot(&stream("fresh"), &snap(1, 1, "f")).unwrap();
+        tx.put_snapshot(&stream("a"), &snap(3, 100, "s3")).unwrap();
+        assert_eq!(tx.head().unwrap(), 6);
+        assert_eq!(tx.document("users", "k1").unwrap(), None);
+        drop(tx);
+    }
+    committed_state(store);
+    {
+        let mut tx = store.begin().unwrap();
+        tx.clear_collection("users").unwrap();
+        tx.clear_snapshots().unwrap();
+        tx.set_checkpoint("users", 0).unwrap();
+        assert!(tx.documents("users", None, 10).unwrap().is_empty());
+    }
+    committed_state(store);
+
+    // Positions and versions go on from what was committed, with no gap.
+    let next = append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Exact(1),
+        vec![ev("E", 200, 5)],
+    );
+    assert_eq!(positions(&next), [3]);
+    assert_eq!(versions(&next), [2]);
+    let fresh = append_commit(
+        store,
+        &stream("fresh"),
+        ExpectedVersion::Exact(0),
+        vec![ev("E", 1, 6)],
+    );
+    assert_eq!(positions(&fresh), [4]);
+    assert_eq!(versions(&fresh), [1]);
+    assert_eq!(positions(&log(store)), [1, 2, 3, 4]);
+    assert_eq!(ns(&log(store)), [data(1), data(1), data(5), data(6)]);
+}
+
+pub fn rollback_after_a_conflict<S: EventStore>(store: &mut S) {
+    append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Exact(0),
+        vec![ev("E", 1, 1)],
+    );
+    {
+        let mut tx = store.begin().unwrap();
+        tx.append(&stream("b"), ExpectedVersion::Exact(0), vec![ev("E", 1, 2)])
+            .unwrap();
+        assert!(matches!(
+            tx.append(&stream("a"), ExpectedVersion::Exact(0), vec![ev("E", 1, 3)]),
+            Err(StoreError::Conflict { .. })
+        ));
+        tx.append(&stream("a"), ExpectedVersion::Exact(1), vec![ev("E", 1, 4)])
+            .unwrap();
+    }
+    assert_eq!(ns(&log(store)), [data(1)]);
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 1);
+    assert_eq!(store.stream_version(&stream("b")).unwrap(), 0);
+    let b = append_commit(
+        store,
+        &stream("b"),
+        ExpectedVersion::Exact(0),
+        vec![ev("E", 1, 5)],
+    );
+    assert_eq!(positions(&b), [2]);
+}
+
+pub fn many_transactions_in_a_row<S: EventStore>(store: &mut S) {
+    // Alternate committed and abandoned transactions; only the committed ones remain.
+    let mut expected = Vec::new();
+    for i in 0..20u32 {
+        let s = stream(&format!("s{}", i % 3));
+        let mut tx = store.begin().unwrap();
+        let recorded = tx
+            .append(&s, ExpectedVersion::Any, vec![ev("E", i64::from(i), i)])
+            .unwrap();
+        if i % 4 != 3 {
+            tx.commit().unwrap();
+            expected.push(data(i));
+            assert_eq!(positions(&recorded), [expected.len() as u64]);
+        }
+    }
+    let all = log(store);
+    assert_eq!(ns(&all), expected);
+    assert_eq!(
+        positions(&all),
+        (1..=expected.len() as u64).collect::<Vec<_>>()
+    );
+    for s in ["s0", "s1", "s2"] {
+        let events = store.read_stream(&stream(s), 0, Upto::End).unwrap();
+        assert_eq!(
+            versions(&events),
+            (1..=events.len() as u64).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Snapshots are the caller's: a stream known to have no events can still have one (a store
+/// that remembers which streams have no events must not answer snapshots from that).
+pub fn snapshots_do_not_depend_on_events<S: EventStore>(store: &mut S) {
+    let c = stream("c");
+    assert_eq!(store.stream_version(&c).unwrap(), 0);
+    assert_eq!(store.read_stream(&c, 0, Upto::End).unwrap(), []);
+    let mut tx = store.begin().unwrap();
+    assert_eq!(tx.stream_version(&c).unwrap(), 0);
+    tx.put_snapshot(&c, &snap(2, 20, "two")).unwrap();
+    assert_eq!(
+        tx.snapshot(&c, Upto::End).unwrap(),
+        Some(snap(2, 20, "two"))
+    );
+    tx.commit().unwrap();
+    assert_eq!(store.stream_version(&c).unwrap(), 0);
+    assert_eq!(
+        store.snapshot(&c, Upto::End).unwrap(),
+        Some(snap(2, 20, "two"))
+    );
+}
+
+/// A document written in a transaction that rolled back, then other documents: each key keeps
+/// its own value (a store that numbers documents must not reuse a rolled-back number for the
+/// wrong key).
+pub fn documents_after_a_rollback_keep_their_own_values<S: EventStore>(store: &mut S) {
+    {
+        let mut tx = store.begin().unwrap();
+        tx.put_document("users", "gone", Some("1")).unwrap();
+        assert_eq!(tx.document("users", "gone").unwrap().as_deref(), Some("1"));
+        // dropped without commit
+    }
+    let mut tx = store.begin().unwrap();
+    tx.put_document("users", "other", Some("2")).unwrap();
+    tx.put_document("users", "gone", Some("3")).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        store.document("users", "other").unwrap().as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        store.document("users", "gone").unwrap().as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        store.documents("users", None, 10).unwrap(),
+        [
+            ("gone".to_string(), "3".to_string()),
+            ("other".into(), "2".into())
+        ]
+    );
+}
+
+/// Documents deleted one by one or by clearing their collection, then written again among
+/// new ones: each key keeps its own value.
+pub fn documents_after_deletes_keep_their_own_values<S: EventStore>(store: &mut S) {
+    let mut tx = store.begin().unwrap();
+    tx.put_document("c", "a", Some("a1")).unwrap();
+    tx.put_document("d", "x", Some("x1")).unwrap();
+    tx.commit().unwrap();
+
+    let mut tx = store.begin().unwrap();
+    tx.clear_collection("c").unwrap();
+    tx.put_document("c", "b", Some("b1")).unwrap();
+    tx.put_document("c", "a", Some("a2")).unwrap();
+    tx.put_document("d", "x", None).unwrap();
+    tx.put_document("d", "y", Some("y1")).unwrap();
+    tx.put_document("d", "x", Some("x2")).unwrap();
+    tx.commit().unwrap();
+
+    for (c, k, v) in [
+        ("c", "a", "a2"),
+        ("c", "b", "b1"),
+        ("d", "x", "x2"),
+        ("d", "y", "y1"),
+    ] {
+        assert_eq!(store.document(c, k).unwrap().as_deref(), Some(v), "{c}/{k}");
+    }
+    assert_eq!(store.documents("c", None, 10).unwrap().len(), 2);
+    assert_eq!(store.documents("d", None, 10).unwrap().len(), 2);
+}
+
+/// Runs the whole [`store::testing`](crate::store::testing) suite against the stores that
+/// `$factory` makes: `store_suite!(module_name, factory)` expands to a module of that name with
+/// one `#[test]` per case. `$factory` is any expression callable as `() -> (store, guard)`.
+#[macro_export]
+macro_rules! store_suite {
+    ($name:ident, $factory:expr) => {
+        $crate::store_suite!(@module $name, $factory;
+                empty_store_reads_nothing,
+                append_to_new_stream,
+                append_to_existing_stream,
+                positions_are_global_and_gap_free,
+                categories_are_separate_streams,
+                unusual_ids_and_data_round_trip,
+                exact_version_conflict_writes_nothing,
+                empty_append_checks_version_only,
+                expected_any_always_appends,
+                read_stream_after_and_upto,
+                read_all_in_global_order,
+                head_follows_the_log,
+                snapshots_newest_inside_upto,
+                documents_put_overwrite_delete,
+                documents_ordered_by_key_with_after_and_limit,
+                clear_collection_clears_only_that_one,
+                checkpoints,
+                transaction_sees_its_own_writes,
+                commit_makes_writes_visible,
+                rollback_on_drop_of_a_fresh_store,
+                rollback_on_drop_restores_what_was_committed,
+                rollback_after_a_conflict,
+                many_transactions_in_a_row,
+                snapshots_do_not_depend_on_events,
+                documents_after_a_rollback_keep_their_own_values,
+                documents_after_deletes_keep_their_own_values
+        );
+    };
+    (@module $name:ident, $factory:expr; $($test:ident),* $(,)?) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $test() {
+                    let (mut store, _guard) = ($factory)();
+                    $crate::store::testing::$test(&mut store);
+                }
+            )*
+        }
+    };
+}
