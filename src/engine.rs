@@ -415,3 +415,184 @@ pub fn apply<A: Aggregate>(loaded: &mut Loaded<A>, event: EventView<'_>) -> Resu
     loaded.last_time = Some(event.timestamp);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The version a command is appended with, and a stale cached state on a shared store.
+
+    use super::*;
+    use crate::domain::user::{User, UserCommand};
+    use crate::store::{EventStore, FaultyStore, MemoryStore};
+
+    fn create(id: &str) -> UserCommand {
+        UserCommand::from_payload(
+            "CreateUser",
+            serde_json::from_str(&format!(r#"{{"id":"{id}","name":"A"}}"#)).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn rename(id: &str, name: &str) -> UserCommand {
+        UserCommand::RenameUser {
+            id: id.into(),
+            name: name.into(),
+        }
+    }
+
+    fn run(
+        repo: &mut Repository<User>,
+        store: &mut impl EventStore,
+        command: UserCommand,
+        expected: ExpectedVersion,
+    ) -> Result<Executed, CommandError> {
+        let mut tx = store.begin().unwrap();
+        let result = repo.execute(
+            &mut tx,
+            Execute {
+                command,
+                expected,
+                time: None,
+            },
+            |_, _, _| Ok(()),
+        );
+        tx.commit().unwrap();
+        result
+    }
+
+    /// Another node renames `u1` behind this repository's back.
+    fn rename_elsewhere(store: &mut FaultyStore<MemoryStore>, name: &str) -> Version {
+        let mut tx = store.inner_mut().begin().unwrap();
+        let at = tx.stream_version(&StreamId::new("User", "u1")).unwrap();
+        tx.append(
+            &StreamId::new("User", "u1"),
+            ExpectedVersion::Exact(at),
+            vec![NewEvent {
+                event_type: "UserRenamed".into(),
+                timestamp: Timestamp::now(),
+                data: format!(r#"{{"name":"{name}"}}"#),
+            }],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        at + 1
+    }
+
+    fn shared_store() -> FaultyStore<MemoryStore> {
+        let store = FaultyStore::new(MemoryStore::new());
+        store.faults().pretend_shared(true);
+        store
+    }
+
+    #[test]
+    fn a_stale_cached_state_is_loaded_again_and_the_command_decided_again() {
+        let mut store = shared_store();
+        let mut repo = Repository::<User>::new(100, 0);
+        run(&mut repo, &mut store, create("u1"), ExpectedVersion::Any).unwrap();
+        assert_eq!(rename_elsewhere(&mut store, "B"), 2);
+        // Cached at version 1; the stream is at 2. Without an expected version the command is
+        // decided again on the new state: it appends version 3, it does not fail.
+        let done = run(
+            &mut repo,
+            &mut store,
+            rename("u1", "C"),
+            ExpectedVersion::Any,
+        )
+        .unwrap();
+        assert_eq!(done.version, 3);
+        assert_eq!(done.events[0].version, 3);
+        // Decided on the new state: renaming to the name another node just set changes nothing.
+        rename_elsewhere(&mut store, "D");
+        let done = run(
+            &mut repo,
+            &mut store,
+            rename("u1", "D"),
+            ExpectedVersion::Any,
+        )
+        .unwrap();
+        assert!(done.events.is_empty(), "{done:?}");
+        assert_eq!(done.version, 4);
+        // An expected version that matches the stored stream (not the stale cache) goes through.
+        rename_elsewhere(&mut store, "E");
+        let done = run(
+            &mut repo,
+            &mut store,
+            rename("u1", "F"),
+            ExpectedVersion::Exact(5),
+        );
+        assert_eq!(done.unwrap().version, 6);
+        // One that matches neither is a conflict with the stored version.
+        rename_elsewhere(&mut store, "G");
+        match run(
+            &mut repo,
+            &mut store,
+            rename("u1", "H"),
+            ExpectedVersion::Exact(6),
+        ) {
+            Err(CommandError::Conflict { expected, actual }) => {
+                assert_eq!((expected, actual), (6, 7))
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let names: Vec<String> = store
+            .read_stream(&StreamId::new("User", "u1"), 0, Upto::End)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.data)
+            .collect();
+        assert_eq!(names.len(), 7, "{names:?}");
+    }
+
+    #[test]
+    fn on_a_store_only_this_node_writes_the_cache_is_trusted_and_conflicts_are_reported() {
+        let mut store = MemoryStore::new();
+        let mut repo = Repository::<User>::new(100, 0);
+        run(&mut repo, &mut store, create("u1"), ExpectedVersion::Any).unwrap();
+        let done = run(
+            &mut repo,
+            &mut store,
+            rename("u1", "B"),
+            ExpectedVersion::Exact(1),
+        );
+        assert_eq!(done.unwrap().version, 2);
+        match run(
+            &mut repo,
+            &mut store,
+            rename("u1", "C"),
+            ExpectedVersion::Exact(1),
+        ) {
+            Err(CommandError::Conflict { expected, actual }) => {
+                assert_eq!((expected, actual), (1, 2))
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // A rejection is decided before the version is compared (as the protocol's examples
+        // show: a deleted user answers `deleted`, whatever the expected version).
+        match run(
+            &mut repo,
+            &mut store,
+            create("u1"),
+            ExpectedVersion::Exact(7),
+        ) {
+            Err(CommandError::Rejected(r)) => {
+                assert_eq!(r.code, crate::domain::code::ALREADY_EXISTS)
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cache_of_zero_still_appends_with_the_version_decided_on() {
+        let mut store = shared_store();
+        let mut repo = Repository::<User>::new(0, 0);
+        run(&mut repo, &mut store, create("u1"), ExpectedVersion::Any).unwrap();
+        rename_elsewhere(&mut store, "B");
+        let done = run(
+            &mut repo,
+            &mut store,
+            rename("u1", "C"),
+            ExpectedVersion::Any,
+        )
+        .unwrap();
+        assert_eq!(done.version, 3);
+    }
+}

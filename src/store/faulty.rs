@@ -20,7 +20,7 @@
 //! what a real store does when its commit cannot be written.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::*;
@@ -58,6 +58,7 @@ pub enum Plan {
 pub struct Faults {
     plans: Mutex<HashMap<Op, Plan>>,
     injected: AtomicU64,
+    shared: AtomicBool,
 }
 
 impl Faults {
@@ -72,6 +73,13 @@ impl Faults {
     /// No more faults anywhere ("the disk has room again").
     pub fn clear(&self) {
         self.plans.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Makes the store say it is shared by other writers ([`StoreRead::shared`]), as a database
+    /// server that several nodes write to: the engine then treats every state it cached as
+    /// possibly stale. A test plays the other writers by writing to the inner store.
+    pub fn pretend_shared(&self, shared: bool) {
+        self.shared.store(shared, Ordering::SeqCst)
     }
 
     /// How many operations have failed on purpose so far.
@@ -138,6 +146,11 @@ impl<S> FaultyStore<S> {
         &self.inner
     }
 
+    /// The wrapped store, to write to it past the faults (another writer, in a test).
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     pub fn into_inner(self) -> S {
         self.inner
     }
@@ -151,9 +164,11 @@ pub struct FaultyTx<T> {
 
 // Every read checks `Op::Read` first, then asks the wrapped store or transaction.
 delegate_store_read!(impl[S: StoreRead] FaultyStore<S>, |this| this.inner,
-    before: this.faults.check(Op::Read)?);
+    before: this.faults.check(Op::Read)?,
+    shared: this.faults.shared.load(Ordering::SeqCst) || this.inner.shared());
 delegate_store_read!(impl[T: StoreRead] FaultyTx<T>, |this| this.inner,
-    before: this.faults.check(Op::Read)?);
+    before: this.faults.check(Op::Read)?,
+    shared: this.faults.shared.load(Ordering::SeqCst) || this.inner.shared());
 
 impl<S: EventStore> EventStore for FaultyStore<S> {
     type Tx<'a>

@@ -43,13 +43,19 @@
 
 /// Implements [`StoreRead`] for a type by asking another `StoreRead`: `$inner` is an expression
 /// of `$this` (the `&self`), and the optional `before` runs first in every method (a fault
-/// check, say; it may return early with `?`). Used by the transactions and wrappers below.
+/// check, say; it may return early with `?`); `shared`, if given, answers
+/// [`StoreRead::shared`] (by default, `$inner`'s answer). Used by the transactions and wrappers below.
 macro_rules! delegate_store_read {
     (impl[$($gen:tt)*] $ty:ty, |$this:ident| $inner:expr $(, before: $before:expr)?) => {
+        delegate_store_read!(impl[$($gen)*] $ty, |$this| $inner $(, before: $before)?,
+            shared: $inner.shared());
+    };
+    (impl[$($gen:tt)*] $ty:ty, |$this:ident| $inner:expr $(, before: $before:expr)?,
+        shared: $shared:expr) => {
         impl<$($gen)*> StoreRead for $ty {
             fn shared(&self) -> bool {
                 let $this = self;
-                $inner.shared()
+                $shared
             }
             fn stream_version(&self, s: &StreamId) -> Result<Version> {
                 let $this = self;
@@ -387,4 +393,21 @@ pub trait EventStore: StoreRead {
 
     /// Starts a transaction. One at a time per store.
     fn begin(&mut self) -> Result<Self::Tx<'_>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_says_whether_a_retry_can_help() {
+        let conflict = StoreError::Conflict {
+            expected: 1,
+            actual: 2,
+        };
+        assert_eq!(conflict.retry(), Retry::AfterReread);
+        assert_eq!(StoreError::Io("disk full".into()).retry(), Retry::Later);
+        assert_eq!(StoreError::Locked("f".into()).retry(), Retry::Later);
+        assert_eq!(StoreError::Corrupt("bad".into()).retry(), Retry::Never);
+    }
 }

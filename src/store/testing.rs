@@ -947,6 +947,44 @@ pub fn rollback_after_a_conflict<S: EventStore>(store: &mut S) {
     assert_eq!(positions(&b), [2]);
 }
 
+/// A conflict does not poison its transaction: what came before and after it in the same
+/// transaction commits, with gap-free positions (the node relies on this to answer one command
+/// of a batch `version_conflict` and commit the others).
+pub fn a_conflict_leaves_the_rest_of_the_transaction_to_commit<S: EventStore>(store: &mut S) {
+    append_commit(
+        store,
+        &stream("a"),
+        ExpectedVersion::Exact(0),
+        vec![ev("E", 1, 1)],
+    );
+    let mut tx = store.begin().unwrap();
+    tx.append(&stream("b"), ExpectedVersion::Exact(0), vec![ev("E", 1, 2)])
+        .unwrap();
+    assert_eq!(
+        tx.append(
+            &stream("a"),
+            ExpectedVersion::Exact(0),
+            vec![ev("E", 1, 3), ev("E", 1, 4)]
+        ),
+        Err(StoreError::Conflict {
+            expected: 0,
+            actual: 1
+        })
+    );
+    let c = tx
+        .append(&stream("c"), ExpectedVersion::Exact(0), vec![ev("E", 1, 5)])
+        .unwrap();
+    assert_eq!(positions(&c), [3]);
+    tx.put_document("docs", "k", Some("v")).unwrap();
+    tx.set_checkpoint("p", 3).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(ns(&log(store)), [data(1), data(2), data(5)]);
+    assert_eq!(positions(&log(store)), [1, 2, 3]);
+    assert_eq!(store.stream_version(&stream("a")).unwrap(), 1);
+    assert_eq!(store.document("docs", "k").unwrap().as_deref(), Some("v"));
+    assert_eq!(store.checkpoint("p").unwrap(), 3);
+}
+
 pub fn many_transactions_in_a_row<S: EventStore>(store: &mut S) {
     // Alternate committed and abandoned transactions; only the committed ones remain.
     let mut expected = Vec::new();
@@ -1087,6 +1125,7 @@ macro_rules! store_suite {
                 rollback_on_drop_of_a_fresh_store,
                 rollback_on_drop_restores_what_was_committed,
                 rollback_after_a_conflict,
+                a_conflict_leaves_the_rest_of_the_transaction_to_commit,
                 many_transactions_in_a_row,
                 snapshots_do_not_depend_on_events,
                 documents_after_a_rollback_keep_their_own_values,
