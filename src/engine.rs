@@ -212,7 +212,6 @@ impl<A: Aggregate> Repository<A> {
     ) -> Result<Executed, CommandError> {
         let every = self.snapshot_every;
         let shared = tx.shared();
-        let id = A::target(&cmd.command).to_string();
         let mut cmd = cmd;
         let mut reload = false;
         let mut decisions = 0;
@@ -225,18 +224,27 @@ impl<A: Aggregate> Repository<A> {
                 allowed: spare.is_some(),
                 reloaded: reload,
             };
-            let outcome = match self.cache.get_mut(&id) {
-                Some(loaded) if !reload => execute_on(tx, loaded, cmd, every, retry, &mut then),
-                _ => {
+            let cached = match reload {
+                false => self.cache.get_mut(A::target(&cmd.command)),
+                true => None,
+            };
+            let outcome = match cached {
+                Some(loaded) => execute_on(tx, loaded, cmd, every, retry, &mut then),
+                None => {
+                    // The id is copied only to cache what was loaded.
+                    let id = A::target(&cmd.command).to_string();
                     let mut loaded = Self::load_at(tx, &id, Upto::End)?;
                     let outcome = execute_on(tx, &mut loaded, cmd, every, retry, &mut then);
-                    self.cache.insert(id.clone(), loaded);
+                    self.cache.insert(id, loaded);
                     outcome
                 }
             };
             match (outcome, spare) {
                 (Err(Attempt::Stale), Some(command)) => {
-                    tracing::debug!(stream = %id, "stale state: loading it again to decide again");
+                    tracing::debug!(
+                        stream = A::target(&command),
+                        "stale state: loading it again to decide again"
+                    );
                     cmd = Execute {
                         command,
                         expected,

@@ -12,12 +12,13 @@ fn store_options_count_before_the_subcommand_as_after_it() {
     assert!(is_success(&node.call(&create(1, "u1", "A"))));
     node.finish().assert_clean();
     // Before the subcommand: the same store (it used to check ./cqrs-data instead).
-    let before = run_cli(
-        cqrs()
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--node-id", "n1", "check"]),
-    );
+    let before =
+        run_cli(
+            cqrs()
+                .arg("--data-dir")
+                .arg(dir.path())
+                .args(["--node-id", "n1", "check"]),
+        );
     before.assert_success();
     assert_eq!(
         before.rest,
@@ -74,7 +75,8 @@ fn the_end_of_a_run_in_memory_does_not_claim_durability() {
     let end = node.finish();
     end.assert_clean();
     assert!(
-        end.stderr.contains("input ended; nothing was kept (--in-memory)"),
+        end.stderr
+            .contains("input ended; nothing was kept (--in-memory)"),
         "{}",
         end.stderr
     );
@@ -98,12 +100,18 @@ fn a_data_directory_that_is_a_file_is_refused_with_that_reason() {
     let dir = tempdir();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let mut node = Node::spawn(cqrs().arg("--data-dir").arg(&file).args(["--node-id", "n1"]));
+    let mut node = Node::spawn(
+        cqrs()
+            .arg("--data-dir")
+            .arg(&file)
+            .args(["--node-id", "n1"]),
+    );
     node.close_stdin();
     let end = node.finish();
     assert_eq!(end.status.code(), Some(2), "{end:?}");
     assert!(
-        end.stderr.contains("is not a directory (it, or a folder above it, is a file)"),
+        end.stderr
+            .contains("is not a directory (it, or a folder above it, is a file)"),
         "{}",
         end.stderr
     );

@@ -48,10 +48,11 @@ impl<S: crate::store::EventStore + Send + 'static> Worker for super::Node<S> {
 
 /// Where the replies of one submission go.
 pub trait Sink<R>: Send {
-    /// One reply, in the order of the submission's requests.
-    fn reply(&mut self, reply: R);
-    /// Every reply of the submission was given.
-    fn done(self: Box<Self>) {}
+    /// Every reply of the submission, in the order of its requests, once they are all final.
+    /// `last`: no other submission of the same batch has replies still to come (sinks that
+    /// share one output, as the stdio front end's chunks share stdout, flush it then, once per
+    /// batch).
+    fn replies(self: Box<Self>, replies: Vec<R>, last: bool);
 }
 
 /// Requests and where their replies go.
@@ -223,7 +224,7 @@ fn handle<W: Worker>(worker: &mut W, batch: Vec<Submission<W>>) {
     let mut requests = Vec::new();
     for s in batch {
         if s.requests.is_empty() {
-            s.sink.done();
+            s.sink.replies(Vec::new(), false);
             continue;
         }
         sinks.push((s.requests.len(), s.sink));
@@ -234,15 +235,16 @@ fn handle<W: Worker>(worker: &mut W, batch: Vec<Submission<W>>) {
         }
     }
     let mut sinks = sinks.into_iter().peekable();
-    let mut given = 0;
+    let mut replies = Vec::new();
     worker.handle(requests, &mut |reply| {
-        let (count, sink) = sinks.peek_mut().expect("one reply per request");
-        sink.reply(reply);
-        given += 1;
-        if given == *count {
-            given = 0;
+        let (count, _) = sinks.peek().expect("one reply per request");
+        if replies.capacity() == 0 {
+            replies.reserve_exact(*count);
+        }
+        replies.push(reply);
+        if replies.len() == *count {
             let (_, sink) = sinks.next().expect("peeked");
-            sink.done();
+            sink.replies(std::mem::take(&mut replies), sinks.peek().is_none());
         }
     });
 }

@@ -32,6 +32,7 @@ pub mod lines;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -239,21 +240,24 @@ impl Out {
 struct ChunkSink<V: Service> {
     service: Arc<V>,
     out: Arc<Mutex<Out>>,
-    to: std::vec::IntoIter<To>,
+    /// Set once a write to stdout failed (read by the reader thread without taking `out`).
+    failed: Arc<AtomicBool>,
+    to: Vec<To>,
 }
 
 impl<V: Service> Sink<<V::Worker as Worker>::Reply> for ChunkSink<V> {
-    fn reply(&mut self, reply: <V::Worker as Worker>::Reply) {
-        let to = self.to.next().expect("one reply per request");
+    fn replies(self: Box<Self>, replies: Vec<<V::Worker as Worker>::Reply>, last: bool) {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let out = &mut *out;
-        out.envelopes
-            .write(&*self.service, &mut out.buf, &to, reply);
-        out.flush(FLUSH_BYTES);
-    }
-
-    fn done(self: Box<Self>) {
-        self.out.lock().unwrap_or_else(|e| e.into_inner()).flush(0);
+        for (to, reply) in self.to.into_iter().zip(replies) {
+            out.envelopes
+                .write(&*self.service, &mut out.buf, &to, reply);
+            out.flush(FLUSH_BYTES);
+        }
+        out.flush(if last { 0 } else { FLUSH_BYTES });
+        if out.failed.is_some() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -394,6 +398,7 @@ type Chunk<V> = Vec<(To, <<V as Service>::Worker as Worker>::Request)>;
 struct Open<V: Service> {
     handle: Handle<V::Worker>,
     out: Arc<Mutex<Out>>,
+    failed: Arc<AtomicBool>,
 }
 
 impl<V: Service> Reader<V> {
@@ -511,6 +516,7 @@ impl<V: Service> Reader<V> {
         let open = Open {
             handle,
             out: Arc::new(Mutex::new(out)),
+            failed: Arc::new(AtomicBool::new(false)),
         };
         Ok((open, writer))
     }
@@ -522,7 +528,8 @@ impl<V: Service> Reader<V> {
             sink: Box::new(ChunkSink {
                 service: self.service.clone(),
                 out: o.out.clone(),
-                to: to.into_iter(),
+                failed: o.failed.clone(),
+                to,
             }),
         }
     }
