@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::Reply;
 use crate::domain::Rejection;
 use crate::engine::CommandError;
-use crate::plugin::{Command, Registry, Runners, Unreadable};
+use crate::plugin::{Command, Registry, Runners};
 use crate::projection::Projection;
 use crate::store::{ExpectedVersion, StoreError, StoreWrite};
 use crate::timestamp::Timestamp;
@@ -79,9 +79,9 @@ pub fn prepare(registry: &Registry, command: Value) -> Result<Command, Failure> 
             format!("unknown command type '{kind}'"),
         )
     };
-    if !registry.knows_command(kind) {
+    let Some(of) = registry.command_type(kind) else {
         return Err(unknown());
-    }
+    };
     let mut payload: Map<String, Value> = match command.swap_remove("payload") {
         Some(Value::Object(p)) => p,
         _ => return Err(malformed("command.payload must be an object")),
@@ -106,12 +106,7 @@ pub fn prepare(registry: &Registry, command: Value) -> Result<Command, Failure> 
         ),
         Some(_) => return Err(malformed("timestamp must be an RFC 3339 string")),
     };
-    registry
-        .command(kind, payload, expected, time)
-        .map_err(|e| match e {
-            Unreadable::Unknown => unknown(),
-            Unreadable::Rejected(r) => r.into(),
-        })
+    Ok(registry.command(of, kind, payload, expected, time)?)
 }
 
 /// The reply to a command that did not produce events.

@@ -25,7 +25,6 @@
 pub mod user;
 
 use std::any::Any;
-use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -117,9 +116,20 @@ pub enum Unreadable {
 #[derive(Default)]
 pub struct Registry {
     plugins: Vec<Box<dyn Erased>>,
-    commands: HashMap<&'static str, usize>,
-    queries: HashMap<&'static str, usize>,
+    /// Each command type and its plug-in. A handful per aggregate: a scan beats hashing the
+    /// type of every command.
+    commands: Vec<(&'static str, usize)>,
+    queries: Vec<(&'static str, usize)>,
 }
+
+/// The plug-in that declared `kind`.
+fn find(types: &[(&'static str, usize)], kind: &str) -> Option<usize> {
+    types.iter().find(|(t, _)| *t == kind).map(|&(_, p)| p)
+}
+
+/// A command type some plug-in declared ([`Registry::command_type`]).
+#[derive(Clone, Copy, Debug)]
+pub struct CommandType(usize);
 
 impl Registry {
     pub fn new() -> Self {
@@ -131,29 +141,41 @@ impl Registry {
     pub fn with<P: Plugin>(mut self, plugin: P) -> Self {
         let index = self.plugins.len();
         for kind in plugin.commands() {
-            let taken = self.commands.insert(kind, index);
+            let taken = find(&self.commands, kind);
             assert!(taken.is_none(), "command type '{kind}' is registered twice");
+            self.commands.push((kind, index));
         }
         for kind in plugin.queries() {
-            let taken = self.queries.insert(kind, index);
+            let taken = find(&self.queries, kind);
             assert!(taken.is_none(), "query type '{kind}' is registered twice");
+            self.queries.push((kind, index));
         }
         self.plugins.push(Box::new(plugin));
         self
     }
 
-    /// Reads a command of type `kind`; `expected` and `time` come from its envelope.
+    /// The plug-in of a command type, if one declared it.
+    pub fn command_type(&self, kind: &str) -> Option<CommandType> {
+        find(&self.commands, kind).map(CommandType)
+    }
+
+    /// Whether some plug-in declares this command type.
+    pub fn knows_command(&self, kind: &str) -> bool {
+        self.command_type(kind).is_some()
+    }
+
+    /// Reads a command of type `kind` (which `of` was found for); `expected` and `time` come
+    /// from its envelope.
     pub fn command(
         &self,
+        of: CommandType,
         kind: &str,
         payload: Map<String, Value>,
         expected: ExpectedVersion,
         time: Option<Timestamp>,
-    ) -> Result<Command, Unreadable> {
-        let plugin = *self.commands.get(kind).ok_or(Unreadable::Unknown)?;
-        let command = self.plugins[plugin]
-            .command(kind, payload)
-            .map_err(Unreadable::Rejected)?;
+    ) -> Result<Command, Rejection> {
+        let plugin = of.0;
+        let command = self.plugins[plugin].command(kind, payload)?;
         Ok(Command {
             plugin,
             command,
@@ -162,14 +184,9 @@ impl Registry {
         })
     }
 
-    /// Whether some plug-in declares this command type.
-    pub fn knows_command(&self, kind: &str) -> bool {
-        self.commands.contains_key(kind)
-    }
-
     /// Reads a query of type `kind`.
     pub fn query(&self, kind: &str, params: Map<String, Value>) -> Result<Query, Unreadable> {
-        let plugin = *self.queries.get(kind).ok_or(Unreadable::Unknown)?;
+        let plugin = find(&self.queries, kind).ok_or(Unreadable::Unknown)?;
         let query = self.plugins[plugin]
             .query(kind, params)
             .map_err(Unreadable::Rejected)?;
