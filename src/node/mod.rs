@@ -62,7 +62,7 @@ pub enum Request {
     /// A command, or why it cannot be run (answered with that failure, in its place).
     Command(Result<crate::plugin::Command, Failure>),
     /// A query, or why it cannot be run.
-    Query(Result<crate::plugin::Query, Failure>),
+    Query(Result<query::Query, Failure>),
     /// Nothing for the node to do: the front end answers it itself (a protocol message, say),
     /// and needs only its place in the order of replies ([`Reply::Passed`]).
     Pass,

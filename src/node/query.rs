@@ -1,12 +1,27 @@
 //! `query`: read a query's JSON ([`prepare`], on a front end's thread), then answer it from the
-//! store's read side through the plug-in that declared it ([`run`], on the writer thread).
+//! store's read side ([`run`], on the writer thread): through the plug-in that declared its
+//! type, or, for `ReadEvents` (the global log, which belongs to no aggregate), here.
 
+use serde::Serialize;
+use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{Map, Value};
 
 use super::command::code;
 use super::{Failure, Reply};
-use crate::plugin::{Query, Registry, Unreadable};
-use crate::store::StoreRead;
+use crate::plugin::{self, Registry, Unreadable};
+use crate::store::{Position, StoreError, StoreRead};
+
+/// `ReadEvents` page size when none is given, and the largest (larger limits are cut to it).
+pub const DEFAULT_EVENTS: u64 = 100;
+pub const MAX_EVENTS: u64 = 1000;
+
+/// A query, read and checked.
+pub enum Query {
+    /// A plug-in's query.
+    Plugin(plugin::Query),
+    /// A page of the global log: events with a position after `after`, at most `limit`.
+    ReadEvents { after: Position, limit: usize },
+}
 
 /// Reads the JSON form of a query (`{"type", "params"?}`). A type no plug-in declares is
 /// `unknown_query`; anything else wrong is `validation_failed` (or the plug-in's own code).
@@ -24,12 +39,94 @@ pub fn prepare(registry: &Registry, query: Value) -> Result<Query, Failure> {
         Some(Value::Object(p)) => p,
         Some(_) => return Err(bad("query.params must be an object")),
     };
-    registry.query(&kind, params).map_err(|e| match e {
+    if kind == "ReadEvents" {
+        return read_events(&params);
+    }
+    let query = registry.query(&kind, params).map_err(|e| match e {
         Unreadable::Unknown => {
             Failure::new(code::UNKNOWN_QUERY, format!("unknown query type '{kind}'"))
         }
         Unreadable::Rejected(r) => r.into(),
-    })
+    })?;
+    Ok(Query::Plugin(query))
+}
+
+/// `ReadEvents`'s params: `after` (a position >= 0, default 0), `limit` (>= 1, default 100,
+/// cut to 1000).
+fn read_events(params: &Map<String, Value>) -> Result<Query, Failure> {
+    let bad = |m: &str| Failure::new(code::VALIDATION_FAILED, m);
+    let after = match params.get("after") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| bad("params.after must be a position (an integer >= 0)"))?,
+    };
+    let limit = match params.get("limit") {
+        None | Some(Value::Null) => DEFAULT_EVENTS,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => n.min(MAX_EVENTS),
+            _ => {
+                return Err(bad(
+                    "params.limit must be an integer >= 1 (at most 1000 are returned)",
+                ))
+            }
+        },
+    } as usize;
+    Ok(Query::ReadEvents { after, limit })
+}
+
+/// A page of the global log, as `ReadEvents` answers it.
+pub fn events_page(
+    store: &dyn StoreRead,
+    after: Position,
+    limit: usize,
+) -> Result<Box<RawValue>, StoreError> {
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        position: u64,
+        #[serde(rename = "eventType")]
+        event_type: &'a str,
+        #[serde(rename = "aggregateId")]
+        aggregate_id: &'a str,
+        version: u64,
+        timestamp: String,
+        data: &'a RawValue,
+    }
+    #[derive(Serialize)]
+    struct Page<'a> {
+        events: Vec<Entry<'a>>,
+        next: Option<u64>,
+        head: u64,
+    }
+    // The head first: a page never lists an event past the head it reports.
+    let head = store.head()?;
+    let events = store.read_all(after, limit)?;
+    let data = events
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<&RawValue>(&e.data)
+                .map_err(|err| StoreError::Corrupt(format!("event {}: {err}", e.position)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let entries: Vec<Entry> = events
+        .iter()
+        .zip(data)
+        .filter(|(e, _)| e.position <= head)
+        .map(|(e, data)| Entry {
+            position: e.position,
+            event_type: &e.event_type,
+            aggregate_id: &e.stream.id,
+            version: e.version,
+            timestamp: e.timestamp.to_string(),
+            data,
+        })
+        .collect();
+    let page = Page {
+        next: entries.last().map(|e| e.position),
+        events: entries,
+        head,
+    };
+    to_raw_value(&page).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Answers a prepared query (or repeats why it cannot be run).
@@ -42,7 +139,11 @@ pub(super) fn run(
         Ok(q) => q,
         Err(f) => return Reply::Invalid(f.clone()),
     };
-    match registry.answer(store, query) {
+    let answer = match query {
+        Query::Plugin(q) => registry.answer(store, q),
+        Query::ReadEvents { after, limit } => events_page(store, *after, *limit),
+    };
+    match answer {
         Ok(data) => Reply::Data(data),
         Err(e) => {
             tracing::error!("query failed: {e}");
