@@ -70,6 +70,11 @@ struct RunArgs {
     /// Keep everything in memory; write no file at all.
     #[arg(long)]
     in_memory: bool,
+    /// How long each commandId is remembered: a number and a unit, s, m, h or d (e.g. 30d;
+    /// default: for ever). Older ids are forgotten when the node starts; a retry after that
+    /// runs the command again.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    command_id_retention: Option<std::time::Duration>,
     /// Write a snapshot of an aggregate every N events (0: never).
     #[arg(long, default_value_t = Config::default().snapshot_every)]
     snapshot_every: u64,
@@ -130,6 +135,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// `30d`, `12h`, `15m`, `90s`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}': a whole number and a unit (s, m, h or d), e.g. 30d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("'{text}': the unit must be s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
+}
+
 /// Opens the node over a store, as a worker for the writer thread.
 fn open_node<S: EventStore + Send + 'static>(
     store: S,
@@ -147,6 +168,7 @@ fn serve(
     let config = Config {
         cache_size: store.cache_size,
         snapshot_every: args.snapshot_every,
+        command_id_retention: args.command_id_retention,
     };
     let options = Options {
         node_id: store.node_id.clone(),

@@ -7,13 +7,14 @@
 //! transaction (see [`super::Node::handle`]).
 
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
-use super::Reply;
+use super::{Done, Reply};
 use crate::domain::Rejection;
 use crate::engine::CommandError;
 use crate::plugin::{Command, Registry, Runners};
 use crate::projection::Projection;
-use crate::store::{ExpectedVersion, StoreError, StoreWrite};
+use crate::store::{EventStore, ExpectedVersion, Position, StoreError, StoreWrite};
 use crate::timestamp::Timestamp;
 
 /// The codes the node itself gives a failed command (an aggregate's rejections carry their own,
@@ -23,7 +24,35 @@ pub mod code {
     pub const UNKNOWN_COMMAND: &str = "unknown_command";
     pub const VERSION_CONFLICT: &str = "version_conflict";
     pub const UNKNOWN_QUERY: &str = "unknown_query";
+    pub const COMMAND_ID_REUSED: &str = "command_id_reused";
     pub use crate::domain::code::VALIDATION_FAILED;
+}
+
+/// Longest `commandId`, in bytes.
+pub const MAX_COMMAND_ID_BYTES: usize = 200;
+
+/// The store collection that remembers command ids: one document per id (kept in the store
+/// beside the events, so that it commits in their transaction; not a projection, so `rebuild`
+/// leaves it alone).
+pub const COMMAND_IDS: &str = "command_ids";
+
+/// A client's id for one intended change, and the fingerprint of the command that carries it
+/// (SHA-256 of its type, payload and expected version, in a canonical form: object keys
+/// sorted, the payload's `timestamp` left out), so that a retry can be told from a different
+/// command reusing the id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandId {
+    pub id: String,
+    pub fingerprint: String,
+}
+
+/// What the store keeps of a command id.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Remembered {
+    fingerprint: String,
+    /// When the first command with this id succeeded (nanoseconds since the epoch).
+    time: i64,
+    reply: Done,
 }
 
 /// Why a command or a query failed: a code, a human-readable reason, and for a version
@@ -96,8 +125,26 @@ pub fn prepare(registry: &Registry, command: Value) -> Result<Command, Failure> 
                 .ok_or_else(|| malformed("expectedVersion must be an integer >= 0"))?,
         ),
     };
+    let command_id = match command
+        .get("commandId")
+        .or_else(|| command.get("command_id"))
+    {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if id.is_empty() || id.len() > MAX_COMMAND_ID_BYTES => {
+            return Err(Failure::new(
+                code::VALIDATION_FAILED,
+                format!("commandId must be 1 to {MAX_COMMAND_ID_BYTES} bytes long"),
+            ))
+        }
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(_) => return Err(malformed("commandId must be a string")),
+    };
     // A timestamp in the payload is never an attribute; the command's own one wins.
     let in_payload = payload.shift_remove("timestamp");
+    let command_id = command_id.map(|id| CommandId {
+        fingerprint: fingerprint(kind, &payload, expected),
+        id,
+    });
     let time = match command.get("timestamp").or(in_payload.as_ref()) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
@@ -106,7 +153,51 @@ pub fn prepare(registry: &Registry, command: Value) -> Result<Command, Failure> 
         ),
         Some(_) => return Err(malformed("timestamp must be an RFC 3339 string")),
     };
-    Ok(registry.command(of, kind, payload, expected, time)?)
+    let mut command = registry.command(of, kind, payload, expected, time)?;
+    command.command_id = command_id;
+    Ok(command)
+}
+
+/// The fingerprint of a command (see [`CommandId`]).
+fn fingerprint(kind: &str, payload: &Map<String, Value>, expected: ExpectedVersion) -> String {
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = Value::String(kind.to_string()).to_string();
+    text.push('\n');
+    canonical(&Value::Object(payload.clone()), &mut text);
+    text.push('\n');
+    if let ExpectedVersion::Exact(v) = expected {
+        text.push_str(&v.to_string());
+    }
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The reply to a command that did not produce events.
@@ -123,20 +214,92 @@ fn failure(e: CommandError) -> Result<Failure, StoreError> {
 }
 
 /// Runs one command inside `tx` and applies its events to the projections (without moving
-/// their checkpoints: the caller does that once per batch). `Err` only for a store failure,
-/// which dooms the whole transaction.
+/// their checkpoints: the caller does that once per batch): its reply, and the position of the
+/// last event it appended. `Err` only for a store failure, which dooms the whole transaction.
+///
+/// A command with a `commandId` that a succeeded command already had is not run: the same
+/// fingerprint gets the first command's reply again (read through the transaction, so a
+/// duplicate later in the same batch sees it too), another one `command_id_reused`. A command
+/// that succeeds records its id, fingerprint and reply in the same transaction; a failed one
+/// records nothing.
 pub(super) fn execute<T: StoreWrite>(
     runners: &mut Runners,
     projections: &[Box<dyn Projection>],
     tx: &mut T,
     command: Result<Command, Failure>,
-) -> Result<Reply, StoreError> {
-    let command = match command {
+) -> Result<(Reply, Option<Position>), StoreError> {
+    let mut command = match command {
         Ok(c) => c,
-        Err(f) => return Ok(Reply::Refused(f)),
+        Err(f) => return Ok((Reply::Refused(f), None)),
     };
-    match runners.execute(tx, command, projections) {
-        Ok(done) => Ok(Reply::Done(done)),
-        Err(e) => Ok(Reply::Refused(failure(e)?)),
+    let id = command.command_id.take();
+    if let Some(id) = &id {
+        if let Some(doc) = tx.document(COMMAND_IDS, &id.id)? {
+            let first: Remembered = serde_json::from_str(&doc)
+                .map_err(|e| StoreError::Corrupt(format!("command id '{}': {e}", id.id)))?;
+            let reply = if first.fingerprint == id.fingerprint {
+                Reply::Done(first.reply)
+            } else {
+                Reply::Refused(Failure::new(
+                    code::COMMAND_ID_REUSED,
+                    format!(
+                        "commandId '{}' was used by a different command (type, payload or \
+                         expectedVersion); nothing was changed",
+                        id.id
+                    ),
+                ))
+            };
+            return Ok((reply, None));
+        }
     }
+    match runners.execute(tx, command, projections) {
+        Ok(executed) => {
+            let last = executed.events.last().map(|e| e.position);
+            let done = Done::from(executed);
+            if let Some(id) = id {
+                let remembered = Remembered {
+                    fingerprint: id.fingerprint,
+                    time: Timestamp::now().0,
+                    reply: done.clone(),
+                };
+                let doc = serde_json::to_string(&remembered).expect("a record serialises");
+                tx.put_document(COMMAND_IDS, &id.id, Some(&doc))?;
+            }
+            Ok((Reply::Done(done), last))
+        }
+        Err(e) => Ok((Reply::Refused(failure(e)?), None)),
+    }
+}
+
+/// Forgets the command ids first used longer than `keep` ago; returns how many.
+pub(super) fn forget_ids_older_than<S: EventStore>(
+    store: &mut S,
+    keep: std::time::Duration,
+) -> Result<u64, StoreError> {
+    let cutoff = Timestamp::now()
+        .0
+        .saturating_sub(i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX));
+    let mut old = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.documents(COMMAND_IDS, after.as_deref(), 10_000)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (id, doc) in page {
+            let r: Remembered = serde_json::from_str(&doc)
+                .map_err(|e| StoreError::Corrupt(format!("command id '{id}': {e}")))?;
+            if r.time < cutoff {
+                old.push(id);
+            }
+        }
+    }
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = store.begin()?;
+    for id in &old {
+        tx.put_document(COMMAND_IDS, id, None)?;
+    }
+    tx.commit()?;
+    Ok(old.len() as u64)
 }

@@ -31,9 +31,10 @@ use serde_json::value::RawValue;
 use crate::engine::Executed;
 use crate::plugin::{Registry, Runners};
 use crate::projection::{self, Projection};
+use crate::store::Version;
 use crate::store::{EventStore, StoreError, StoreRead, StoreWrite};
 
-pub use command::Failure;
+pub use command::{CommandId, Failure};
 
 /// Tuning knobs.
 #[derive(Clone, Debug)]
@@ -42,6 +43,9 @@ pub struct Config {
     pub cache_size: usize,
     /// A snapshot every this many events of a stream (0: never).
     pub snapshot_every: u64,
+    /// How long a `commandId` is remembered (`None`: for ever). Older ones are forgotten when
+    /// the node opens its store.
+    pub command_id_retention: Option<std::time::Duration>,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
         Self {
             cache_size: 100_000,
             snapshot_every: 100,
+            command_id_retention: None,
         }
     }
 }
@@ -72,8 +77,8 @@ pub enum Request {
 #[derive(Debug)]
 pub enum Reply {
     /// A command that succeeded: its events (none if it changed nothing) and the aggregate's
-    /// version after it, durable.
-    Done(Executed),
+    /// version after it, durable. (For a retried `commandId`: the first reply, again.)
+    Done(Done),
     /// A command that was refused, or could not be read.
     Refused(Failure),
     /// A query's data.
@@ -84,6 +89,39 @@ pub enum Reply {
     Crashed(String),
     /// The place of a [`Request::Pass`].
     Passed,
+}
+
+/// A command that succeeded, as its reply tells it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Done {
+    pub events: Vec<Appended>,
+    /// The aggregate's version after the command.
+    pub version: Version,
+}
+
+/// One event a command appended, as its reply names it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Appended {
+    #[serde(rename = "eventType")]
+    pub event_type: String,
+    #[serde(rename = "aggregateId")]
+    pub aggregate_id: String,
+}
+
+impl From<Executed> for Done {
+    fn from(e: Executed) -> Self {
+        Done {
+            events: e
+                .events
+                .into_iter()
+                .map(|e| Appended {
+                    event_type: e.event_type,
+                    aggregate_id: e.stream.id,
+                })
+                .collect(),
+            version: e.version,
+        }
+    }
 }
 
 impl Reply {
@@ -116,6 +154,12 @@ impl<S: EventStore> Node<S> {
         let applied = projection::catch_up(&mut store, &projections)?;
         if applied > 0 {
             tracing::info!(applied, "projections caught up with the log");
+        }
+        if let Some(keep) = config.command_id_retention {
+            let forgotten = command::forget_ids_older_than(&mut store, keep)?;
+            if forgotten > 0 {
+                tracing::info!(forgotten, "command ids older than the retention forgotten");
+            }
         }
         Ok(Self {
             store,
@@ -207,10 +251,8 @@ impl<S: EventStore> Node<S> {
                     // Each request of a batch is run once: `handle` moves past what this
                     // transaction handled, or ends the batch when it fails.
                     let c = std::mem::replace(c, Err(Failure::already_run()));
-                    let reply = command::execute(runners, projections, &mut tx, c)?;
-                    if let Reply::Done(done) = &reply {
-                        last = done.events.last().map(|e| e.position).or(last);
-                    }
+                    let (reply, position) = command::execute(runners, projections, &mut tx, c)?;
+                    last = position.or(last);
                     reply
                 }
                 other => answer(registry, &tx, other),

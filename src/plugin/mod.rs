@@ -95,6 +95,8 @@ pub struct Command {
     command: Box<dyn Any + Send>,
     pub expected: ExpectedVersion,
     pub time: Option<Timestamp>,
+    /// The client's id for this intended change, if it gave one (`commandId`).
+    pub command_id: Option<crate::node::CommandId>,
 }
 
 /// A query read by its plug-in.
@@ -181,6 +183,7 @@ impl Registry {
             command,
             expected,
             time,
+            command_id: None,
         })
     }
 

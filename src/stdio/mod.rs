@@ -77,7 +77,7 @@ pub fn write_reply(out: &mut Vec<u8>, in_reply_to: &Value, reply: Reply) {
                 .iter()
                 .map(|e| reply::EventRef {
                     event_type: &e.event_type,
-                    aggregate_id: &e.stream.id,
+                    aggregate_id: &e.aggregate_id,
                 })
                 .collect();
             reply::CommandOk::new(in_reply_to, refs).write_json(out)
