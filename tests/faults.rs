@@ -80,6 +80,7 @@ fn faulty_node<S: EventStore + Send + 'static>(inner: S) -> (Lines<FaultyStore<S
     let config = Config {
         cache_size: 16,
         snapshot_every: 2,
+        ..Config::default()
     };
     (Lines::open(store, "n1", &config).unwrap(), faults)
 }

@@ -721,6 +721,7 @@ fn config(case: &Case) -> Config {
     Config {
         cache_size: case.cache_size,
         snapshot_every: case.snapshot_every,
+        ..Config::default()
     }
 }
 

@@ -93,6 +93,7 @@ fn a_cut_or_garbled_wal_leaves_a_prefix_of_whole_transactions() {
     let config = Config {
         cache_size: 4,
         snapshot_every: 3,
+        ..Config::default()
     };
     let mut seq = 0;
 

@@ -70,6 +70,7 @@ impl Checker {
         let config = Config {
             cache_size: 2,
             snapshot_every: 2,
+            ..Config::default()
         };
         Checker {
             node: Lines::open(MemoryStore::new(), "n1", &config).unwrap(),
