@@ -485,6 +485,14 @@ mod tests {
         at + 1
     }
 
+    /// The versions of a conflict; panics on any other outcome.
+    fn conflict(r: Result<Executed, CommandError>) -> (Version, Version) {
+        match r {
+            Err(CommandError::Conflict { expected, actual }) => (expected, actual),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
     fn shared_store() -> FaultyStore<MemoryStore> {
         let store = FaultyStore::new(MemoryStore::new());
         store.faults().pretend_shared(true);
@@ -530,17 +538,13 @@ mod tests {
         assert_eq!(done.unwrap().version, 6);
         // One that matches neither is a conflict with the stored version.
         rename_elsewhere(&mut store, "G");
-        match run(
+        let r = run(
             &mut repo,
             &mut store,
             rename("u1", "H"),
             ExpectedVersion::Exact(6),
-        ) {
-            Err(CommandError::Conflict { expected, actual }) => {
-                assert_eq!((expected, actual), (6, 7))
-            }
-            other => panic!("expected a conflict, got {other:?}"),
-        }
+        );
+        assert_eq!(conflict(r), (6, 7));
         let names: Vec<String> = store
             .read_stream(&StreamId::new("User", "u1"), 0, Upto::End)
             .unwrap()
@@ -562,17 +566,13 @@ mod tests {
             ExpectedVersion::Exact(1),
         );
         assert_eq!(done.unwrap().version, 2);
-        match run(
+        let r = run(
             &mut repo,
             &mut store,
             rename("u1", "C"),
             ExpectedVersion::Exact(1),
-        ) {
-            Err(CommandError::Conflict { expected, actual }) => {
-                assert_eq!((expected, actual), (1, 2))
-            }
-            other => panic!("expected a conflict, got {other:?}"),
-        }
+        );
+        assert_eq!(conflict(r), (1, 2));
         // A rejection is decided before the version is compared (as the protocol's examples
         // show: a deleted user answers `deleted`, whatever the expected version).
         match run(

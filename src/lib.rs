@@ -52,10 +52,10 @@ pub fn registry() -> plugin::Registry {
 /// Turns transparent huge pages off for this process (Linux; elsewhere, nothing).
 ///
 /// mimalloc asks for huge pages on its heap by default. With the node's pattern (many small
-/// objects, allocated by the reader thread and freed by the main thread) it kept handing 2 MiB
+/// objects, allocated by the reader thread and freed by the writer thread) it kept handing 2 MiB
 /// pages back to the kernel and faulting them in again, each one zeroed whole: on the streamed
 /// benchmark in memory, about 2,000 huge-page faults (up to 4 GiB zeroed) for a 300 MiB heap,
-/// `clear_page_erms` near 10% of the main thread's samples, and wall times that varied by 15%
+/// `clear_page_erms` near 10% of the handling thread's samples, and wall times that varied by 15%
 /// from run to run. Without them: about 68,000 small faults, 10% less RSS, steadier runs. (Redis
 /// and MongoDB give the same advice for the same reason.) Called first thing by the binaries;
 /// best effort.

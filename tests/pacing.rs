@@ -2,8 +2,8 @@
 //! requests.
 //!
 //! The node has two ways to handle a request: a lone one is handled by the thread that read it,
-//! a stream is queued for the main thread (src/server.rs). A mix of both must never run a request
-//! before one sent earlier. The workload here makes order visible: each user's commands carry
+//! a stream is queued for the writer thread (src/stdio, src/node/writer.rs). A mix of both must
+//! never run a request before one sent earlier. The workload here makes order visible: each user's commands carry
 //! the `expectedVersion` their place in the stream implies (one out of order is a conflict
 //! instead of a success), and GetUser queries between them answer the state so far. Its
 //! replies, sent all at once, are the reference; the same workload sent in bursts of random
