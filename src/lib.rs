@@ -21,6 +21,9 @@
 //! * [`node`]: the dispatcher, one handler per message kind, and group commit.
 //! * [`transport`]: the line reader (limits, cut-off lines); [`server`] runs a node on
 //!   stdin/stdout, with a reader thread, batching and signals.
+//! * [`testkit`]: not used by the node: the harness that runs it as a process and the model of
+//!   the User domain that its replies are checked against, shared by the tests, `cqrs-bench` and
+//!   `cqrs-crashloop`.
 //!
 //! The binary (`src/main.rs`) is the command line around [`server`]. Tools live in `src/bin/`:
 //! `cqrs-workload` (seeded workloads), `cqrs-echo` (the benchmark's echo floor), `cqrs-bench` (the
@@ -35,6 +38,7 @@ pub mod projection;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod testkit;
 pub mod timestamp;
 pub mod transport;
 
