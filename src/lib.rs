@@ -26,6 +26,9 @@
 //! * [`protocol`]: the wire of the JSON-lines protocol: envelopes, request bodies, reply bodies.
 //! * [`stdio`]: the stdin/stdout front end: a reader thread (line framing, envelopes) that
 //!   submits to the writer, and replies written as envelopes.
+//! * [`testkit`]: not used by the node: the harness that runs it as a process and the model of
+//!   the User domain that its replies are checked against, shared by the tests, `cqrs-bench` and
+//!   `cqrs-crashloop`.
 //!
 //! The binary (`src/main.rs`) is the command line: it builds the registry and the store, opens
 //! the node and wires it to the stdio front end. Tools live in `src/bin/`: `cqrs-workload`
@@ -42,6 +45,7 @@ pub mod projection;
 pub mod protocol;
 pub mod stdio;
 pub mod store;
+pub mod testkit;
 pub mod timestamp;
 
 /// The plug-ins the `cqrs` binary serves: the `User` aggregate.

@@ -1,11 +1,11 @@
 //! Property tests: random sequences of User commands and queries, sent as real JSON lines
-//! through a [`Node`] (in batches, so group commit is exercised), checked against an independent
-//! model of the User domain kept here (it shares no code with the node's domain, engine or
-//! projections).
+//! through a [`Node`] (in batches, so group commit is exercised), checked against the test kit's
+//! model of the User domain ([`cqrs_node::testkit::model`], which shares no code with the node's
+//! domain, engine or projections; the benchmark and the crash loop check against it too).
 //!
 //! For each generated case:
-//! * every command reply is the model's (success and events, or the failure code and, for a
-//!   version conflict, the current version);
+//! * every reply is the model's, byte for byte (for a failed command: the failure code and, for a
+//!   version conflict, the current version; the error text is the node's own);
 //! * every `GetUser` (during the run and at the end) equals the fold of the user's history;
 //! * `GetUserHistory`, `GetUserAtVersion(v)` for every v, and `GetUserAtTime(t)` for times at,
 //!   around and between the events, equal the model's replay;
@@ -17,12 +17,11 @@
 //! The number of cases is modest so that the file runs in a few seconds in a debug build;
 //! `PROPTEST_CASES=N` raises it for a longer local run.
 
-use std::collections::BTreeMap;
-
 use cqrs_node::node::Config;
 use cqrs_node::projection;
 use cqrs_node::stdio::Lines;
 use cqrs_node::store::{EventStore, MemoryStore, SqliteStore, StoreWrite, StreamId, Upto};
+use cqrs_node::testkit::model::{self as kit, Kind, Status};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
@@ -38,15 +37,6 @@ const EMAILS: [&str; 3] = ["john@example.com", "jane@x.org", "j@y"];
 const BAD_EMAILS: [&str; 4] = ["nope", "a@", "@b", "a b@c"];
 /// Other attributes; two are named like the keys the temporal queries add.
 const KEYS: [&str; 5] = ["age", "city", "zip", "at_time", "at_version"];
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Create,
-    Update,
-    Rename,
-    Email,
-    Delete,
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Name {
@@ -249,116 +239,20 @@ fn rfc3339(ms: i64, style: u8) -> String {
         .unwrap()
 }
 
-fn parse_nanos(s: &str) -> i128 {
-    OffsetDateTime::parse(s, &Rfc3339)
-        .unwrap_or_else(|e| panic!("{s} is not RFC 3339: {e}"))
-        .unix_timestamp_nanos()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The model
 
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-enum Status {
-    #[default]
-    Absent,
-    Active,
-    Deleted,
-}
-
-#[derive(Clone, Debug)]
-struct Event {
-    event_type: &'static str,
-    data: Map<String, Value>,
-    ms: i64,
-    /// The state after this event, as queries show it (`None` once deleted).
-    visible: Option<Map<String, Value>>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct UserModel {
-    status: Status,
-    attributes: Map<String, Value>,
-    events: Vec<Event>,
-}
-
-impl UserModel {
-    fn version(&self) -> u64 {
-        self.events.len() as u64
-    }
-
-    fn visible(&self) -> Option<&Map<String, Value>> {
-        (self.status == Status::Active).then_some(&self.attributes)
-    }
-
-    fn record(&mut self, event_type: &'static str, data: Map<String, Value>, ms: i64) {
-        match event_type {
-            "UserCreated" => {
-                self.status = Status::Active;
-                self.attributes = data.clone();
-            }
-            "UserDeleted" => self.status = Status::Deleted,
-            _ => {
-                for (k, v) in &data {
-                    // A new key goes last; a known one keeps its place.
-                    self.attributes.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        let visible = self.visible().cloned();
-        self.events.push(Event {
-            event_type,
-            data,
-            ms,
-            visible,
-        });
-    }
-
-    /// The visible state after the events with time <= `ms`.
-    fn at_time(&self, ms: i64) -> Option<&Map<String, Value>> {
-        self.events
-            .iter()
-            .take_while(|e| e.ms <= ms)
-            .last()
-            .and_then(|e| e.visible.as_ref())
-    }
-
-    /// The visible state after `v` events; `None` for 0 or more than there are.
-    fn at_version(&self, v: u64) -> Option<&Map<String, Value>> {
-        if v == 0 {
-            return None;
-        }
-        self.events
-            .get(v as usize - 1)
-            .and_then(|e| e.visible.as_ref())
-    }
-}
-
-/// What the node must answer to a request.
-#[derive(Clone, Debug)]
-enum Reply {
-    /// Exactly this body (compared as compact JSON text, so key order counts).
-    Exact(Value),
-    /// A failed command: this code, and for a conflict the current version (the error text
-    /// is the node's own).
-    Failed {
-        msg_id: u64,
-        code: &'static str,
-        current_version: Option<u64>,
-    },
-    /// `GetUserHistory` of this user, checked field by field against the model (event times
-    /// are compared as instants: their formatting is the node's own).
-    History { msg_id: u64, id: &'static str },
-}
-
-/// What a command does, according to the model.
-type Outcome = Result<Vec<(&'static str, String)>, (&'static str, Option<u64>)>;
-
+/// What the node must answer (the test kit's model), and the generator's clock.
 #[derive(Default)]
 struct Model {
-    users: BTreeMap<String, UserModel>,
+    kit: kit::Model,
     /// Milliseconds after the base time.
     clock: i64,
+}
+
+/// Model times: milliseconds after the base time.
+fn ms_of(nanos: i128) -> i64 {
+    ((nanos - BASE_NANOS) / 1_000_000) as i64
 }
 
 fn value_of(code: u8) -> Value {
@@ -371,8 +265,9 @@ fn value_of(code: u8) -> Value {
 }
 
 impl Model {
-    /// The command's wire form, and what it must do: applies it to the model.
-    fn command(&mut self, step: &Step) -> (Value, Outcome) {
+    /// The command's wire form for a step (the version it expects, and whether it becomes a
+    /// creation, depend on the model's state).
+    fn command(&mut self, step: &Step) -> Value {
         let ms = match step.when {
             When::Forward(d) => {
                 self.clock += d;
@@ -381,10 +276,11 @@ impl Model {
             When::Backward(d) => self.clock - d,
         };
         let id = step.user.map_or("", |i| IDS[i]).to_string();
-        let user = self.users.get(&id).cloned().unwrap_or_default();
+        let user = self.kit.user(&id);
+        let status = user.map_or(Status::Absent, kit::User::status);
         // Most commands to a user that does not exist yet become its creation.
         let kind = match step.kind {
-            _ if user.status == Status::Absent && step.create_if_absent => Kind::Create,
+            _ if status == Status::Absent && step.create_if_absent => Kind::Create,
             k => k,
         };
         let name = match step.name {
@@ -392,12 +288,10 @@ impl Model {
             Name::Empty => json!(""),
             Name::Blank => json!("  "),
         };
-        let name_ok = matches!(step.name, Name::Good(_));
         let email = match kind {
             Kind::Email => Some(step.email.unwrap_or(Email::Good(0))),
             _ => step.email,
         };
-        let email_ok = !matches!(email, Some(Email::Bad(_)));
         let email_value = email.map(|e| match e {
             Email::Good(i) => json!(EMAILS[i]),
             Email::Bad(i) => json!(BAD_EMAILS[i]),
@@ -409,7 +303,7 @@ impl Model {
 
         // The payload, in the order it is sent.
         let mut payload = Map::new();
-        let (kind_name, valid) = match kind {
+        match kind {
             Kind::Create => {
                 if step.shuffled {
                     payload.extend(extra.clone());
@@ -426,7 +320,6 @@ impl Model {
                     }
                     payload.extend(extra.clone());
                 }
-                ("CreateUser", name_ok && email_ok)
             }
             Kind::Update => {
                 payload.insert("id".into(), json!(id));
@@ -437,26 +330,20 @@ impl Model {
                 if let Some(e) = &email_value {
                     payload.insert("email".into(), e.clone());
                 }
-                ("UpdateUser", (name_ok || !step.with_name) && email_ok)
             }
             Kind::Rename => {
                 payload.insert("id".into(), json!(id));
                 payload.insert("name".into(), name.clone());
-                ("RenameUser", name_ok)
             }
             Kind::Email => {
                 payload.insert("id".into(), json!(id));
                 payload.insert("email".into(), email_value.clone().unwrap());
-                ("ChangeUserEmail", email_ok)
             }
             Kind::Delete => {
                 payload.insert("id".into(), json!(id));
-                ("DeleteUser", true)
             }
         };
-        let valid = valid && !id.is_empty();
-
-        let version = user.version();
+        let version = user.map_or(0, kit::User::version);
         let expected = match step.expected {
             Expected::Absent => None,
             Expected::Right | Expected::RightSnake => Some(version),
@@ -468,7 +355,7 @@ impl Model {
             payload.insert("timestamp".into(), json!(stamp));
         }
         let mut command = Map::new();
-        command.insert("type".into(), json!(kind_name));
+        command.insert("type".into(), json!(kind.name()));
         command.insert("payload".into(), Value::Object(payload));
         if let Some(v) = expected {
             let key = match step.expected {
@@ -480,99 +367,7 @@ impl Model {
         if !step.time_in_payload {
             command.insert("timestamp".into(), json!(stamp));
         }
-        let command = Value::Object(command);
-
-        let failed = |code, current_version| Err((code, current_version));
-        // Validate, then the time rule, then decide, then the version check.
-        if !valid {
-            return (command, failed("validation_failed", None));
-        }
-        if user.events.last().is_some_and(|last| ms < last.ms) {
-            return (command, failed("validation_failed", None));
-        }
-        if kind != Kind::Create {
-            match user.status {
-                Status::Absent => return (command, failed("not_found", None)),
-                Status::Deleted => return (command, failed("deleted", None)),
-                Status::Active => {}
-            }
-        }
-        let events: Vec<(&'static str, Map<String, Value>)> = match kind {
-            Kind::Create => {
-                if user.status != Status::Absent {
-                    return (command, failed("already_exists", None));
-                }
-                let mut attributes = Map::new();
-                attributes.insert("id".into(), json!(id));
-                attributes.insert("name".into(), name);
-                if step.shuffled {
-                    attributes.extend(extra);
-                    if let Some(e) = email_value {
-                        attributes.insert("email".into(), e);
-                    }
-                } else {
-                    if let Some(e) = email_value {
-                        attributes.insert("email".into(), e);
-                    }
-                    attributes.extend(extra);
-                }
-                vec![("UserCreated", attributes)]
-            }
-            Kind::Update => {
-                let Value::Object(payload) = &command["payload"] else {
-                    unreachable!()
-                };
-                let changes: Map<String, Value> = payload
-                    .iter()
-                    .filter(|(k, _)| *k != "id" && *k != "timestamp")
-                    .filter(|(k, v)| user.attributes.get(*k) != Some(v))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                if changes.is_empty() {
-                    vec![]
-                } else {
-                    vec![("UserUpdated", changes)]
-                }
-            }
-            Kind::Rename => {
-                if user.attributes.get("name") == Some(&name) {
-                    vec![]
-                } else {
-                    let mut data = Map::new();
-                    data.insert("name".into(), name);
-                    vec![("UserRenamed", data)]
-                }
-            }
-            Kind::Email => {
-                let email = email_value.unwrap();
-                if user.attributes.get("email") == Some(&email) {
-                    vec![]
-                } else {
-                    let mut data = Map::new();
-                    data.insert("email".into(), email);
-                    vec![("UserEmailChanged", data)]
-                }
-            }
-            Kind::Delete => vec![("UserDeleted", Map::new())],
-        };
-        if let Some(v) = expected {
-            if v != version {
-                return (command, failed("version_conflict", Some(version)));
-            }
-        }
-        let user = self.users.entry(id.clone()).or_default();
-        let refs = events
-            .iter()
-            .map(|(t, _)| (*t, id.clone()))
-            .collect::<Vec<_>>();
-        for (t, data) in events {
-            user.record(t, data, ms);
-        }
-        (command, Ok(refs))
-    }
-
-    fn user(&self, id: &str) -> Option<&UserModel> {
-        self.users.get(id)
+        Value::Object(command)
     }
 }
 
@@ -586,23 +381,6 @@ fn envelope(body: Value) -> String {
 fn query(msg_id: u64, kind: &str, params: Value) -> String {
     envelope(json!({"type": "query", "msg_id": msg_id,
                     "query": {"type": kind, "params": params}}))
-}
-
-fn query_ok(msg_id: u64, data: Value) -> Reply {
-    Reply::Exact(json!({"type": "query_result", "in_reply_to": msg_id, "data": data}))
-}
-
-/// A visible state with one more key last (replacing an attribute of that name), or null.
-fn with_key(state: Option<&Map<String, Value>>, key: &str, value: Value) -> Value {
-    match state {
-        Some(s) => {
-            let mut s = s.clone();
-            s.shift_remove(key);
-            s.insert(key.into(), value);
-            Value::Object(s)
-        }
-        None => Value::Null,
-    }
 }
 
 /// Sends lines to the node and returns the reply lines.
@@ -625,7 +403,7 @@ fn keys(v: &Value) -> Vec<&str> {
 }
 
 /// Checks replies against what the model expects, one by one.
-fn check(model: &Model, replies: &[String], expected: &[Reply], context: &str) {
+fn check(replies: &[String], expected: &[kit::Expected], context: &str) {
     assert_eq!(
         replies.len(),
         expected.len(),
@@ -636,76 +414,9 @@ fn check(model: &Model, replies: &[String], expected: &[Reply], context: &str) {
         assert_eq!(keys(&envelope), ["src", "dest", "body"], "{line}");
         assert_eq!(envelope["src"], "cqrs", "{line}");
         assert_eq!(envelope["dest"], "client", "{line}");
-        let body = &envelope["body"];
-        match want {
-            Reply::Exact(want) => assert_eq!(
-                body.to_string(),
-                want.to_string(),
-                "{context}: reply differs from the model"
-            ),
-            Reply::Failed {
-                msg_id,
-                code,
-                current_version,
-            } => {
-                let mut want_keys = vec!["type", "in_reply_to", "success", "error", "code"];
-                if current_version.is_some() {
-                    want_keys.push("current_version");
-                }
-                assert_eq!(keys(body), want_keys, "{context}: {line}");
-                assert_eq!(body["type"], "command_result", "{line}");
-                assert_eq!(body["in_reply_to"], json!(msg_id), "{line}");
-                assert_eq!(body["success"], false, "{line}");
-                assert!(
-                    body["error"].as_str().is_some_and(|e| !e.is_empty()),
-                    "{line}"
-                );
-                assert_eq!(body["code"], *code, "{context}: {line}");
-                if let Some(v) = current_version {
-                    assert_eq!(body["current_version"], json!(v), "{line}");
-                }
-            }
-            Reply::History { msg_id, id } => {
-                assert_eq!(keys(body), ["type", "in_reply_to", "data"], "{line}");
-                assert_eq!(body["type"], "query_result", "{line}");
-                assert_eq!(body["in_reply_to"], json!(msg_id), "{line}");
-                check_history(model, &body["data"], id, line);
-            }
+        if let Err(e) = want.check(line) {
+            panic!("{context}: reply differs from the model: {e}");
         }
-    }
-}
-
-fn check_history(model: &Model, data: &Value, id: &str, line: &str) {
-    let Some(user) = model.user(id).filter(|u| !u.events.is_empty()) else {
-        assert_eq!(
-            data,
-            &Value::Null,
-            "history of a user with no events: {line}"
-        );
-        return;
-    };
-    assert_eq!(keys(data), ["id", "version", "events"], "{line}");
-    assert_eq!(data["id"], id, "{line}");
-    assert_eq!(data["version"], json!(user.version()), "{line}");
-    let events = data["events"].as_array().unwrap();
-    assert_eq!(events.len(), user.events.len(), "{line}");
-    for (i, (got, want)) in events.iter().zip(&user.events).enumerate() {
-        assert_eq!(
-            keys(got),
-            ["eventType", "aggregateId", "version", "timestamp", "data"],
-            "{line}"
-        );
-        assert_eq!(got["eventType"], want.event_type, "{line}");
-        assert_eq!(got["aggregateId"], id, "{line}");
-        assert_eq!(got["version"], json!(i + 1), "{line}");
-        let stamp = got["timestamp"].as_str().unwrap();
-        assert!(stamp.ends_with('Z'), "history times are UTC: {stamp}");
-        assert_eq!(parse_nanos(stamp), nanos(want.ms), "{line}");
-        assert_eq!(
-            got["data"].to_string(),
-            Value::Object(want.data.clone()).to_string(),
-            "{line}"
-        );
     }
 }
 
@@ -745,12 +456,24 @@ impl<S: EventStore + Send + 'static> Run<S> {
         self.next_id
     }
 
+    /// Adds a request line and the reply the model expects to it (none for a request without
+    /// `msg_id`); a command is applied to the model.
+    fn push(&mut self, line: String, lines: &mut Vec<String>, expected: &mut Vec<kit::Expected>) {
+        let reply = self
+            .model
+            .kit
+            .expect(&line)
+            .unwrap_or_else(|e| panic!("outside the model: {e}\n{line}"));
+        expected.extend(reply);
+        lines.push(line);
+    }
+
     /// Sends the steps in batches, checking every reply against the model.
     fn steps(&mut self, steps: &[Step]) {
         let mut lines = Vec::new();
         let mut expected = Vec::new();
         for (n, step) in steps.iter().enumerate() {
-            let (command, outcome) = self.model.command(step);
+            let command = self.model.command(step);
             let msg_id = self.msg_id();
             let mut body = Map::new();
             body.insert("type".into(), json!("command"));
@@ -758,40 +481,17 @@ impl<S: EventStore + Send + 'static> Run<S> {
                 body.insert("msg_id".into(), json!(msg_id));
             }
             body.insert("command".into(), command);
-            lines.push(envelope(Value::Object(body)));
-            if !step.silent {
-                expected.push(match outcome {
-                    Ok(events) => {
-                        let events: Vec<Value> = events
-                            .iter()
-                            .map(|(t, id)| json!({"eventType": t, "aggregateId": id}))
-                            .collect();
-                        Reply::Exact(json!({"type": "command_result", "in_reply_to": msg_id,
-                                            "success": true, "events": events}))
-                    }
-                    Err((code, current_version)) => Reply::Failed {
-                        msg_id,
-                        code,
-                        current_version,
-                    },
-                });
-            }
+            self.push(envelope(Value::Object(body)), &mut lines, &mut expected);
             if step.query_after {
                 if let Some(i) = step.user {
                     let msg_id = self.msg_id();
-                    lines.push(query(msg_id, "GetUser", json!({"userId": IDS[i]})));
-                    let state = self.model.user(IDS[i]).and_then(UserModel::visible);
-                    expected.push(query_ok(msg_id, json!(state)));
+                    let line = query(msg_id, "GetUser", json!({"userId": IDS[i]}));
+                    self.push(line, &mut lines, &mut expected);
                 }
             }
             if step.flush || n + 1 == steps.len() {
                 let replies = send(&mut self.node, &lines);
-                check(
-                    &self.model,
-                    &replies,
-                    &expected,
-                    &format!("batch ending at step {n}"),
-                );
+                check(&replies, &expected, &format!("batch ending at step {n}"));
                 lines.clear();
                 expected.clear();
             }
@@ -799,97 +499,91 @@ impl<S: EventStore + Send + 'static> Run<S> {
     }
 
     /// The final queries whose answers come from the projection: GetUser and ListUsers.
-    fn projection_queries(&mut self) -> (Vec<String>, Vec<Reply>) {
+    fn projection_queries(&mut self) -> (Vec<String>, Vec<kit::Expected>) {
         let mut lines = Vec::new();
         let mut expected = Vec::new();
         for id in IDS {
             let msg_id = self.msg_id();
-            lines.push(query(msg_id, "GetUser", json!({"userId": id})));
-            let state = self.model.user(id).and_then(UserModel::visible);
-            expected.push(query_ok(msg_id, json!(state)));
+            let line = query(msg_id, "GetUser", json!({"userId": id}));
+            self.push(line, &mut lines, &mut expected);
         }
-        let live: Vec<(String, Map<String, Value>)> = self
-            .model
-            .users
-            .iter()
-            .filter_map(|(id, u)| u.visible().map(|s| (id.clone(), s.clone())))
-            .collect();
         let msg_id = self.msg_id();
-        lines.push(query(msg_id, "ListUsers", json!({})));
-        let all: Vec<&Map<String, Value>> = live.iter().map(|(_, s)| s).collect();
-        expected.push(query_ok(msg_id, json!({"users": all, "next": null})));
+        self.push(
+            query(msg_id, "ListUsers", json!({})),
+            &mut lines,
+            &mut expected,
+        );
         // Page by page, two at a time: `next` is the page's last id only when more follow.
+        let live: Vec<String> = self
+            .model
+            .kit
+            .users()
+            .filter(|(_, u)| u.visible().is_some())
+            .map(|(id, _)| id.to_string())
+            .collect();
         let mut after: Option<&str> = None;
-        for (i, page) in live.chunks(2).enumerate() {
+        for page in live.chunks(2) {
             let msg_id = self.msg_id();
             let params = match after {
                 None => json!({"limit": 2}),
                 Some(a) => json!({"limit": 2, "after": a}),
             };
-            lines.push(query(msg_id, "ListUsers", params));
-            let more = (i + 1) * 2 < live.len();
-            let next = if more {
-                json!(page.last().unwrap().0)
-            } else {
-                Value::Null
-            };
-            let users: Vec<&Map<String, Value>> = page.iter().map(|(_, s)| s).collect();
-            expected.push(query_ok(msg_id, json!({"users": users, "next": next})));
-            after = page.last().map(|(id, _)| id.as_str());
+            self.push(
+                query(msg_id, "ListUsers", params),
+                &mut lines,
+                &mut expected,
+            );
+            after = page.last().map(String::as_str);
         }
         (lines, expected)
     }
 
     /// The final queries that replay the store: history, at-version, at-time.
-    fn temporal_queries(&mut self, extra_times: &[i64]) -> (Vec<String>, Vec<Reply>) {
+    fn temporal_queries(&mut self, extra_times: &[i64]) -> (Vec<String>, Vec<kit::Expected>) {
         let mut lines = Vec::new();
         let mut expected = Vec::new();
         let mut times: Vec<i64> = extra_times.to_vec();
         times.extend([-1, self.model.clock + 1, i64::from(i32::MAX)]);
-        for u in self.model.users.values() {
-            for e in &u.events {
-                times.extend([e.ms - 1, e.ms, e.ms + 1]);
-            }
+        for e in self.model.kit.log() {
+            let ms = ms_of(e.nanos);
+            times.extend([ms - 1, ms, ms + 1]);
         }
         times.sort_unstable();
         times.dedup();
         for id in IDS {
-            let user = self.model.user(id).cloned().unwrap_or_default();
+            let version = self.model.kit.user(id).map_or(0, kit::User::version);
 
             let msg_id = self.msg_id();
-            lines.push(query(msg_id, "GetUserHistory", json!({"userId": id})));
-            // Timestamps are compared as instants (the node's formatting is its own business).
-            expected.push(Reply::History { msg_id, id });
+            let line = query(msg_id, "GetUserHistory", json!({"userId": id}));
+            self.push(line, &mut lines, &mut expected);
 
-            for v in 0..=user.version() + 1 {
+            for v in 0..=version + 1 {
                 let msg_id = self.msg_id();
-                lines.push(query(
+                let line = query(
                     msg_id,
                     "GetUserAtVersion",
                     json!({"userId": id, "version": v}),
-                ));
-                let data = with_key(user.at_version(v), "at_version", json!(v));
-                expected.push(query_ok(msg_id, data));
+                );
+                self.push(line, &mut lines, &mut expected);
             }
             for (i, &t) in times.iter().enumerate() {
                 let msg_id = self.msg_id();
                 let given = rfc3339(t, i as u8);
-                lines.push(query(
+                let line = query(
                     msg_id,
                     "GetUserAtTime",
                     json!({"userId": id, "timestamp": given}),
-                ));
-                let data = with_key(user.at_time(t), "at_time", json!(given));
-                expected.push(query_ok(msg_id, data));
+                );
+                self.push(line, &mut lines, &mut expected);
             }
         }
         (lines, expected)
     }
 
     /// Sends the queries, checks the answers, and returns them.
-    fn ask(&mut self, lines: &[String], expected: &[Reply], context: &str) -> Vec<String> {
+    fn ask(&mut self, lines: &[String], expected: &[kit::Expected], context: &str) -> Vec<String> {
         let replies = send(&mut self.node, lines);
-        check(&self.model, &replies, expected, context);
+        check(&replies, expected, context);
         replies
     }
 
@@ -905,11 +599,11 @@ impl<S: EventStore + Send + 'static> Run<S> {
 
         // Snapshots were taken where the streams are long enough, so the temporal queries below
         // start from them.
-        for (id, user) in &self.model.users {
+        for (id, user) in self.model.kit.users() {
             let snap = self
                 .node
                 .store()
-                .snapshot(&StreamId::new("User", id.as_str()), Upto::End)
+                .snapshot(&StreamId::new("User", id), Upto::End)
                 .unwrap();
             if user.version() >= case.snapshot_every {
                 let snap = snap

@@ -19,21 +19,22 @@
 //!    and an unacknowledged one is there whole or not at all. The model then forgets the
 //!    unacknowledged commands that did not make it.
 //!
-//! Every command carries its own timestamp, so the model can predict each event exactly.
+//! Every command carries its own timestamp, so the model can predict each event exactly. The
+//! model is the test kit's ([`cqrs_node::testkit::model`], shared with the property tests and the
+//! benchmark), and the node runs under the kit's harness ([`cqrs_node::testkit::process`]).
 //! Exit status 0 when every round passed; 1 and a description at the first violation.
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::collections::BTreeSet;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cqrs_node::store::sqlite_file as store_file;
 use cqrs_node::store::{SqliteStore, StoreRead};
-use cqrs_node::timestamp::Timestamp;
+use cqrs_node::testkit::model::{self, Model, Status};
+use cqrs_node::testkit::process::{Next, Options, Process, Timer};
 use serde_json::{json, Map, Value};
 
 /// Kill a durable cqrs node at random moments and check that nothing acknowledged is lost.
@@ -93,66 +94,11 @@ impl Rng {
     }
 }
 
-/// One event as the model predicts it and as the store must hold it.
-#[derive(Clone, Debug, PartialEq)]
-struct Ev {
-    user: String,
-    version: u64,
-    event_type: &'static str,
-    nanos: i64,
-    data: Map<String, Value>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-enum Status {
-    #[default]
-    Absent,
-    Active,
-    Deleted,
-}
-
-#[derive(Clone, Debug, Default)]
-struct UserModel {
-    status: Status,
-    attrs: Map<String, Value>,
-    version: u64,
-    events: Vec<usize>,
-}
-
-impl UserModel {
-    /// Applies `ev`, which stands at index `at` of the model's log.
-    fn evolve(&mut self, ev: &Ev, at: usize) {
-        match ev.event_type {
-            "UserCreated" => {
-                self.status = Status::Active;
-                self.attrs = ev.data.clone();
-            }
-            "UserDeleted" => self.status = Status::Deleted,
-            _ => {
-                for (k, v) in &ev.data {
-                    self.attrs.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        self.version = ev.version;
-        self.events.push(at);
-    }
-}
-
-/// What the node must answer to a command.
-#[derive(Clone, Debug, PartialEq)]
-enum Expect {
-    /// Success; the event it appends, if any.
-    Ok(Option<Ev>),
-    /// Failure with this code (and `current_version` for a conflict).
-    Fail(&'static str, Option<u64>),
-}
-
-/// The model: the log every applied command has produced so far, and the users derived from it.
+/// The load: the model, and what the generator needs besides it.
 #[derive(Default)]
-struct Model {
-    log: Vec<Ev>,
-    users: HashMap<String, UserModel>,
+struct Load {
+    /// Every command applied so far, and the log they make.
+    model: Model,
     /// Every id ever used by a command, oldest first.
     ids: Vec<String>,
     next_user: u64,
@@ -160,36 +106,12 @@ struct Model {
     clock: u64,
 }
 
-impl Model {
-    fn user(&self, id: &str) -> UserModel {
-        self.users.get(id).cloned().unwrap_or_default()
-    }
-
-    fn apply(&mut self, ev: Ev) {
-        let u = self.users.entry(ev.user.clone()).or_default();
-        u.evolve(&ev, self.log.len());
-        self.log.push(ev);
-    }
-
-    /// Forgets every event from `len` on (commands that were not acknowledged and did not make
-    /// it into the store), and recomputes the users they touched.
-    fn truncate(&mut self, len: usize) {
-        let mut affected = BTreeSet::new();
-        while self.log.len() > len {
-            let ev = self.log.pop().expect("len < log.len()");
-            if let Some(u) = self.users.get_mut(&ev.user) {
-                u.events.pop();
-            }
-            affected.insert(ev.user);
-        }
-        for id in affected {
-            let events = self.users.remove(&id).unwrap_or_default().events;
-            let mut u = UserModel::default();
-            for i in events {
-                u.evolve(&self.log[i], i);
-            }
-            self.users.insert(id, u);
-        }
+impl Load {
+    /// `(status, version)` of a user.
+    fn user(&self, id: &str) -> (Status, u64) {
+        self.model
+            .user(id)
+            .map_or((Status::Absent, 0), |u| (u.status(), u.version()))
     }
 
     fn recent_id(&mut self, rng: &mut Rng) -> Option<String> {
@@ -206,115 +128,72 @@ impl Model {
         Some(self.ids[i as usize].clone())
     }
 
-    /// A random command, as the wire's `command` object, and what it must produce. The
-    /// model applies it at once: replies and the log are checked against this order.
-    fn next_command(&mut self, rng: &mut Rng) -> (Value, Expect) {
+    /// A random command, as the wire's `command` object: creates, renames (mostly with the right
+    /// `expectedVersion`, sometimes a stale one), updates, email changes and deletes, and
+    /// commands that must fail. What each must do is the model's to say, when it is sent.
+    fn next_command(&mut self, rng: &mut Rng) -> Value {
         self.clock += 1;
         let nanos = BASE_NANOS + self.clock as i64 * 1_000_000;
-        let time = Timestamp(nanos).to_string();
+        let time = model::rfc3339(i128::from(nanos));
         let roll = rng.below(100);
         let target = self.recent_id(rng);
-        let (kind, mut payload, expected_version, expect) = match (roll, target) {
-            (0..=24, _) | (_, None) => self.create_new(rng, nanos),
-            (25..=27, Some(id)) => {
-                // An id already used: taken, unless its creation was lost in a crash.
-                let p = json!({"id": id, "name": "again"});
-                let u = self.user(&id);
-                let e = match u.status {
-                    Status::Absent => Expect::Ok(Some(self.ev(&id, "UserCreated", nanos, &p))),
-                    _ => Expect::Fail("already_exists", None),
-                };
-                ("CreateUser", p, None, e)
-            }
+        let (kind, mut payload, expected_version) = match (roll, target) {
+            (0..=24, _) | (_, None) => self.create_new(rng),
+            // An id already used: taken, unless its creation was lost in a crash.
+            (25..=27, Some(id)) => ("CreateUser", json!({"id": id, "name": "again"}), None),
             (28..=49, Some(id)) => {
                 let name = format!("name-{}", rng.below(6));
-                let p = json!({"id": id, "name": name});
-                let u = self.user(&id);
+                let (_, version) = self.user(&id);
                 // Mostly the right expectedVersion; sometimes a stale one.
                 let stale = rng.chance(15);
                 let ev = if stale {
-                    u.version + 1 + rng.below(2)
+                    version + 1 + rng.below(2)
                 } else {
-                    u.version
+                    version
                 };
-                let e = self.decide(&id, nanos, Some(ev), |u| {
-                    (u.attrs.get("name") != Some(&json!(name)))
-                        .then(|| ("UserRenamed", json!({"name": name})))
-                });
-                ("RenameUser", p, Some(ev), e)
+                ("RenameUser", json!({"id": id, "name": name}), Some(ev))
             }
             (50..=69, Some(id)) => {
                 let mut p = Map::new();
                 p.insert("id".into(), json!(id));
-                let mut changes = Map::new();
                 if rng.chance(50) {
-                    changes.insert("city".into(), json!(format!("city-{}", rng.below(4))));
+                    p.insert("city".into(), json!(format!("city-{}", rng.below(4))));
                 }
                 if rng.chance(40) {
-                    changes.insert("age".into(), json!(rng.below(3)));
+                    p.insert("age".into(), json!(rng.below(3)));
                 }
                 if rng.chance(20) {
-                    changes.insert("name".into(), json!(format!("name-{}", rng.below(6))));
+                    p.insert("name".into(), json!(format!("name-{}", rng.below(6))));
                 }
                 if rng.chance(5) {
-                    changes.insert("email".into(), json!("not-an-address"));
+                    p.insert("email".into(), json!("not-an-address"));
                 }
-                p.extend(changes.clone());
-                let e = if changes.get("email") == Some(&json!("not-an-address")) {
-                    Expect::Fail("validation_failed", None)
-                } else {
-                    self.decide(&id, nanos, None, |u| {
-                        let changed: Map<String, Value> = changes
-                            .iter()
-                            .filter(|(k, v)| u.attrs.get(*k) != Some(v))
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect();
-                        (!changed.is_empty()).then(|| ("UserUpdated", Value::Object(changed)))
-                    })
-                };
-                ("UpdateUser", Value::Object(p), None, e)
+                ("UpdateUser", Value::Object(p), None)
             }
             (70..=81, Some(id)) => {
                 let email = format!("{}@example.org", rng.below(5));
-                let p = json!({"id": id, "email": email});
-                let e = self.decide(&id, nanos, None, |u| {
-                    (u.attrs.get("email") != Some(&json!(email)))
-                        .then(|| ("UserEmailChanged", json!({"email": email})))
-                });
-                ("ChangeUserEmail", p, None, e)
+                ("ChangeUserEmail", json!({"id": id, "email": email}), None)
             }
             (82..=89, Some(id)) => {
-                let u = self.user(&id);
-                let exact = rng.chance(50).then_some(u.version);
-                let e = self.decide(&id, nanos, exact, |_| Some(("UserDeleted", json!({}))));
-                ("DeleteUser", json!({"id": id}), exact, e)
+                let (_, version) = self.user(&id);
+                let exact = rng.chance(50).then_some(version);
+                ("DeleteUser", json!({"id": id}), exact)
             }
             (90..=94, _) => {
                 let id = format!("ghost-{}", rng.below(1000));
-                let e = Expect::Fail("not_found", None);
-                ("RenameUser", json!({"id": id, "name": "x"}), None, e)
+                ("RenameUser", json!({"id": id, "name": "x"}), None)
             }
-            (_, Some(id)) => {
-                let e = Expect::Fail("validation_failed", None);
-                ("RenameUser", json!({"id": id, "name": "   "}), None, e)
-            }
+            (_, Some(id)) => ("RenameUser", json!({"id": id, "name": "   "}), None),
         };
-        if let Expect::Ok(Some(ev)) = &expect {
-            self.apply(ev.clone());
-        }
         let mut command = json!({"type": kind, "payload": Value::Null, "timestamp": time});
         command["payload"] = std::mem::take(&mut payload);
         if let Some(v) = expected_version {
             command["expectedVersion"] = json!(v);
         }
-        (command, expect)
+        command
     }
 
-    fn create_new(
-        &mut self,
-        rng: &mut Rng,
-        nanos: i64,
-    ) -> (&'static str, Value, Option<u64>, Expect) {
+    fn create_new(&mut self, rng: &mut Rng) -> (&'static str, Value, Option<u64>) {
         let id = format!("u{}", self.next_user);
         self.next_user += 1;
         self.ids.push(id.clone());
@@ -327,69 +206,8 @@ impl Model {
         if rng.chance(30) {
             p.insert("city".into(), json!("city-0"));
         }
-        let p = Value::Object(p);
         let expected = rng.chance(50).then_some(0);
-        let ev = self.ev(&id, "UserCreated", nanos, &p);
-        ("CreateUser", p, expected, Expect::Ok(Some(ev)))
-    }
-
-    fn ev(&self, id: &str, event_type: &'static str, nanos: i64, data: &Value) -> Ev {
-        Ev {
-            user: id.to_string(),
-            version: self.user(id).version + 1,
-            event_type,
-            nanos,
-            data: data.as_object().cloned().unwrap_or_default(),
-        }
-    }
-
-    /// The outcome of a command on an existing user: not_found / deleted, then the event (or a
-    /// no-op), then the version check.
-    fn decide(
-        &self,
-        id: &str,
-        nanos: i64,
-        expected: Option<u64>,
-        event: impl FnOnce(&UserModel) -> Option<(&'static str, Value)>,
-    ) -> Expect {
-        let u = self.user(id);
-        match u.status {
-            Status::Absent => return Expect::Fail("not_found", None),
-            Status::Deleted => return Expect::Fail("deleted", None),
-            Status::Active => {}
-        }
-        let event = event(&u);
-        if let Some(v) = expected {
-            if v != u.version {
-                return Expect::Fail("version_conflict", Some(u.version));
-            }
-        }
-        Expect::Ok(event.map(|(t, data)| self.ev(id, t, nanos, &data)))
-    }
-
-    /// `GetUserHistory`'s data for a user, as the model has it.
-    fn history(&self, id: &str) -> Value {
-        let Some(u) = self.users.get(id).filter(|u| !u.events.is_empty()) else {
-            return Value::Null;
-        };
-        let events: Vec<Value> = u
-            .events
-            .iter()
-            .map(|&i| {
-                let e = &self.log[i];
-                json!({"eventType": e.event_type, "aggregateId": id, "version": e.version,
-                       "timestamp": Timestamp(e.nanos).to_string(), "data": e.data})
-            })
-            .collect();
-        json!({"id": id, "version": u.version, "events": events})
-    }
-
-    /// `GetUser`'s data for a user, as the model has it.
-    fn state(&self, id: &str) -> Value {
-        match self.users.get(id) {
-            Some(u) if u.status == Status::Active => Value::Object(u.attrs.clone()),
-            _ => Value::Null,
-        }
+        ("CreateUser", Value::Object(p), expected)
     }
 }
 
@@ -413,11 +231,9 @@ fn fail<T>(msg: String) -> Result<T, Fail> {
     Err(msg.into())
 }
 
-/// A running node: its pid's handle (shared with the killer), its pipes.
+/// A running node, and the `msg_id` of its next request.
 struct Running {
-    child: Arc<Mutex<Child>>,
-    stdin: Option<BufWriter<std::process::ChildStdin>>,
-    stdout: BufReader<std::process::ChildStdout>,
+    process: Process,
     next_msg: u64,
 }
 
@@ -426,8 +242,8 @@ impl Running {
         let max_batch = rng.pick(&[1, 4, 64, 1024]).to_string();
         let snapshot_every = rng.pick(&[0, 2, 5, 100]).to_string();
         let cache_size = rng.pick(&[0, 3, 100_000]).to_string();
-        let mut child = Command::new(cqrs)
-            .args(["--data-dir", dir.to_str().ok_or("data dir is not UTF-8")?])
+        let mut cmd = Command::new(cqrs);
+        cmd.args(["--data-dir", dir.to_str().ok_or("data dir is not UTF-8")?])
             .args(["--node-id", NODE, "--max-batch", &max_batch])
             .args([
                 "--snapshot-every",
@@ -435,18 +251,9 @@ impl Running {
                 "--cache-size",
                 &cache_size,
             ])
-            .env("CQRS_LOG", "error")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", cqrs.display()))?;
-        let stdin = BufWriter::new(child.stdin.take().unwrap());
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+            .env("CQRS_LOG", "error");
         Ok(Running {
-            child: Arc::new(Mutex::new(child)),
-            stdin: Some(stdin),
-            stdout,
+            process: Process::spawn(&mut cmd, Options::direct())?,
             next_msg: 1,
         })
     }
@@ -462,133 +269,69 @@ impl Running {
         )
     }
 
-    /// The next whole reply line's body; `None` at the end of output (a cut-off last line
-    /// counts as not received).
-    fn read(&mut self) -> Result<Option<Value>, Fail> {
-        let mut line = String::new();
-        if self.stdout.read_line(&mut line)? == 0 || !line.ends_with('\n') {
-            return Ok(None);
-        }
-        let v: Value = serde_json::from_str(&line).map_err(|e| format!("bad reply {line}: {e}"))?;
-        if v["src"] != NODE || v["dest"] != "crashloop" {
-            return fail(format!("reply with a wrong envelope: {line}"));
-        }
-        Ok(Some(v["body"].clone()))
+    /// The next whole reply line; `None` at the end of output (a cut-off last line counts as
+    /// not received).
+    fn read(&mut self) -> Result<Option<String>, Fail> {
+        Ok(match self.process.read()? {
+            Next::Line(line) => Some(line),
+            Next::Cut(_) | Next::End => None,
+        })
     }
 
-    /// Sends one request and waits for its reply.
-    fn call(&mut self, body: Value) -> Result<Value, Fail> {
-        let (id, line) = self.line(body);
-        let w = self.stdin.as_mut().ok_or("stdin closed")?;
-        writeln!(w, "{line}")?;
-        w.flush()?;
+    /// Sends one request, waits for its reply and checks it against the model (which applies
+    /// a command).
+    fn call(&mut self, body: Value, model: &mut Model) -> Result<(), Fail> {
+        let (_, line) = self.line(body);
+        let expected = model.expect(&line)?.ok_or("a request without msg_id")?;
+        self.process.send(&line)?;
         let reply = self.read()?.ok_or("the node ended its output")?;
-        if reply["in_reply_to"] != id {
-            return fail(format!("reply to {id} expected, got {reply}"));
-        }
-        Ok(reply)
+        expected.check(&reply)?;
+        Ok(())
     }
-}
-
-/// Kills `child` after `delay` unless told not to first; says whether it killed.
-fn killer(
-    child: Arc<Mutex<Child>>,
-    delay: Duration,
-) -> (mpsc::Sender<()>, std::thread::JoinHandle<bool>) {
-    let (tx, rx) = mpsc::channel::<()>();
-    let handle = std::thread::spawn(move || match rx.recv_timeout(delay) {
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            let _ = child.lock().unwrap().kill();
-            true
-        }
-        _ => false,
-    });
-    (tx, handle)
-}
-
-fn check_reply(reply: &Value, msg_id: u64, expect: &Expect) -> Result<(), Fail> {
-    let want = match expect {
-        Expect::Ok(ev) => {
-            let events: Vec<Value> = ev
-                .iter()
-                .map(|e| json!({"eventType": e.event_type, "aggregateId": e.user}))
-                .collect();
-            json!({"type": "command_result", "in_reply_to": msg_id, "success": true, "events": events})
-        }
-        Expect::Fail(code, current) => {
-            if reply["type"] != "command_result"
-                || reply["success"] != false
-                || reply["code"] != *code
-                || reply["in_reply_to"] != msg_id
-                || current.is_some_and(|v| reply["current_version"] != v)
-            {
-                return fail(format!(
-                    "command {msg_id}: expected failure {code} ({current:?}), got {reply}"
-                ));
-            }
-            return Ok(());
-        }
-    };
-    if *reply != want {
-        return fail(format!("command {msg_id}: expected {want}, got {reply}"));
-    }
-    Ok(())
 }
 
 /// The verification a restarted node gets before new load: the touched users' histories and
-/// states, and one new command.
+/// states, and one new command. Returns the user that command changed, if any.
 fn verify_node(
     node: &mut Running,
-    model: &mut Model,
+    load: &mut Load,
     touched: &BTreeSet<String>,
     rng: &mut Rng,
     totals: &mut Totals,
 ) -> Result<Option<String>, Fail> {
     let mut ids: Vec<String> = touched.iter().cloned().collect();
     for _ in 0..5 {
-        if let Some(id) = model
+        if let Some(id) = load
             .ids
-            .get(rng.below(model.ids.len().max(1) as u64) as usize)
+            .get(rng.below(load.ids.len().max(1) as u64) as usize)
         {
             ids.push(id.clone());
         }
     }
     for id in &ids {
-        for (query, want) in [
-            ("GetUserHistory", model.history(id)),
-            ("GetUser", model.state(id)),
-        ] {
-            let got = node.call(
+        for query in ["GetUserHistory", "GetUser"] {
+            node.call(
                 json!({"type": "query", "query": {"type": query, "params": {"userId": id}}}),
-            )?;
-            if !same_text(&got["data"], &want) {
-                return fail(format!(
-                    "after restart, {query} {id}:\n  node:  {}\n  model: {want}",
-                    got["data"]
-                ));
-            }
+                &mut load.model,
+            )
+            .map_err(|e| format!("after restart, {query} {id}: {e}"))?;
         }
         totals.verified_users += 1;
     }
     // The node accepts new commands.
-    let (command, expect) = model.next_command(rng);
-    let msg_id = node.next_msg;
-    let reply = node.call(json!({"type": "command", "command": command}))?;
-    check_reply(&reply, msg_id, &expect)?;
+    let command = load.next_command(rng);
+    let before = load.model.log().len();
+    node.call(
+        json!({"type": "command", "command": command}),
+        &mut load.model,
+    )?;
     totals.sent += 1;
     totals.acked += 1;
-    Ok(match expect {
-        Expect::Ok(Some(ev)) => {
-            totals.acked_events += 1;
-            Some(ev.user)
-        }
-        _ => None,
-    })
-}
-
-/// Equal as text: same values and the same key order (the protocol fixes the order).
-fn same_text(a: &Value, b: &Value) -> bool {
-    serde_json::to_string(a).ok() == serde_json::to_string(b).ok()
+    let log = load.model.log();
+    Ok((log.len() > before).then(|| {
+        totals.acked_events += 1;
+        log[before].user.clone()
+    }))
 }
 
 fn run_check(cqrs: &Path, dir: &Path) -> Result<(), Fail> {
@@ -616,7 +359,7 @@ fn run_check(cqrs: &Path, dir: &Path) -> Result<(), Fail> {
 /// Compares the store's whole log with the model's. `acked_len`: the model's log length that
 /// acknowledged commands reach; the store may hold more (unacknowledged but applied), up to the
 /// model's full log, and must hold exactly the model's events in that range.
-fn verify_log(dir: &Path, model: &mut Model, acked_len: usize) -> Result<usize, Fail> {
+fn verify_log(dir: &Path, model: &Model, acked_len: usize) -> Result<usize, Fail> {
     let store = SqliteStore::open(store_file(dir, NODE))?;
     let log = store.read_all(0, usize::MAX)?;
     drop(store);
@@ -626,14 +369,14 @@ fn verify_log(dir: &Path, model: &mut Model, acked_len: usize) -> Result<usize, 
             log.len()
         ));
     }
-    if log.len() > model.log.len() {
+    if log.len() > model.log().len() {
         return fail(format!(
             "the log holds {} events, more than the {} that every command sent could make",
             log.len(),
-            model.log.len()
+            model.log().len()
         ));
     }
-    for (i, (got, want)) in log.iter().zip(&model.log).enumerate() {
+    for (i, (got, want)) in log.iter().zip(model.log()).enumerate() {
         let data: Map<String, Value> = serde_json::from_str(&got.data)
             .map_err(|e| format!("event at position {}: data is not JSON: {e}", got.position))?;
         let same = got.position == i as u64 + 1
@@ -641,7 +384,7 @@ fn verify_log(dir: &Path, model: &mut Model, acked_len: usize) -> Result<usize, 
             && got.stream.id == want.user
             && got.version == want.version
             && got.event_type == want.event_type
-            && got.timestamp.nanos() == want.nanos
+            && i128::from(got.timestamp.nanos()) == want.nanos
             && serde_json::to_string(&data)? == serde_json::to_string(&want.data)?;
         if !same {
             return fail(format!(
@@ -659,14 +402,14 @@ fn round(
     args: &Args,
     cqrs: &Path,
     rng: &mut Rng,
-    model: &mut Model,
+    load: &mut Load,
     touched: &mut BTreeSet<String>,
     totals: &mut Totals,
     last: bool,
 ) -> Result<String, Fail> {
     let mut node = Running::start(cqrs, &args.data_dir, rng)?;
-    let (watchdog, watchdog_done) = killer(node.child.clone(), STALL);
-    let new_user = verify_node(&mut node, model, touched, rng, totals)?;
+    let watchdog = node.process.killer().after(STALL);
+    let new_user = verify_node(&mut node, load, touched, rng, totals)?;
     touched.clear();
     touched.extend(new_user);
 
@@ -676,19 +419,25 @@ fn round(
     } else {
         1 + rng.below(args.max_commands as u64) as usize
     };
-    let start_len = model.log.len();
+    let model_len = |load: &Load| load.model.log().len();
+    let start_len = model_len(load);
     let mut lines = Vec::with_capacity(n);
     let mut expects = Vec::with_capacity(n);
     let mut log_len_after = Vec::with_capacity(n);
     for _ in 0..n {
-        let (command, expect) = model.next_command(rng);
-        if let Expect::Ok(Some(ev)) = &expect {
-            touched.insert(ev.user.clone());
+        let command = load.next_command(rng);
+        let (_, line) = node.line(json!({"type": "command", "command": command}));
+        let before = model_len(load);
+        let expect = load
+            .model
+            .expect(&line)?
+            .ok_or("a command without msg_id")?;
+        if let Some(event) = load.model.log().get(before) {
+            touched.insert(event.user.clone());
         }
-        let (id, line) = node.line(json!({"type": "command", "command": command}));
         lines.push(line);
-        expects.push((id, expect));
-        log_len_after.push(model.log.len());
+        expects.push(expect);
+        log_len_after.push(model_len(load));
     }
     totals.sent += n as u64;
 
@@ -707,7 +456,7 @@ fn round(
     };
 
     // The writer: chunks of lines, now and then a short pause, so batches vary in size.
-    let mut stdin = node.stdin.take().unwrap();
+    let mut stdin = BufWriter::new(node.process.take_stdin().ok_or("stdin closed")?);
     let mut wrng = Rng(rng.next());
     let writer = std::thread::spawn(move || {
         let mut i = 0;
@@ -734,34 +483,27 @@ fn round(
             std::thread::park_timeout(STALL);
         }
     });
-    let delayed = delay.map(|d| killer(node.child.clone(), d));
+    let delayed = delay.map(|d| node.process.killer().after(d));
 
     let mut acked = 0usize;
     let mut killed = false;
     loop {
         if kill_after_replies == Some(acked) && !killed {
-            node.child.lock().unwrap().kill()?;
+            node.process.killer().kill()?;
             killed = true;
         }
         let Some(reply) = node.read()? else { break };
-        let Some((id, expect)) = expects.get(acked) else {
+        let Some(expect) = expects.get(acked) else {
             return fail(format!("a reply no command asked for: {reply}"));
         };
-        check_reply(&reply, *id, expect)?;
+        expect.check(&reply)?;
         acked += 1;
     }
-    let _ = watchdog.send(());
-    if watchdog_done.join().unwrap_or(false) {
+    if watchdog.stop() {
         return fail(format!("the node stalled for {STALL:?}"));
     }
-    let killed_by_timer = match delayed {
-        Some((tx, h)) => {
-            let _ = tx.send(());
-            h.join().unwrap_or(false)
-        }
-        None => false,
-    };
-    let status = node.child.lock().unwrap().wait()?;
+    let killed_by_timer = delayed.is_some_and(Timer::stop);
+    let status = node.process.wait()?.status;
     writer.thread().unpark();
     let _ = writer.join();
     let kill = killed || killed_by_timer;
@@ -795,12 +537,12 @@ fn round(
     totals.acked_events += (acked_len - start_len) as u64;
 
     run_check(cqrs, &args.data_dir)?;
-    let stored = verify_log(&args.data_dir, model, acked_len)?;
+    let stored = verify_log(&args.data_dir, &load.model, acked_len)?;
     // Events of unacknowledged commands that made it, and those that did not.
     totals.unacked_events_applied += (stored - acked_len) as u64;
-    totals.unacked_events_lost += (model.log.len() - stored) as u64;
-    let lost = model.log.len() - stored;
-    model.truncate(stored);
+    totals.unacked_events_lost += (model_len(load) - stored) as u64;
+    let lost = model_len(load) - stored;
+    load.model.truncate(stored);
     Ok(format!(
         "{} after {acked} of {n} replies; unacknowledged events: {} in the store, {lost} not; log {stored}",
         if kill { "killed" } else { "clean exit" },
@@ -843,7 +585,7 @@ fn run(args: &Args) -> Result<(), Fail> {
     std::fs::create_dir_all(&args.data_dir)?;
     let started = Instant::now();
     let mut rng = Rng(args.seed);
-    let mut model = Model::default();
+    let mut load = Load::default();
     let mut touched = BTreeSet::new();
     let mut totals = Totals::default();
     let mut rounds = 0u64;
@@ -853,7 +595,7 @@ fn run(args: &Args) -> Result<(), Fail> {
             args,
             &cqrs,
             &mut rng,
-            &mut model,
+            &mut load,
             &mut touched,
             &mut totals,
             false,
@@ -868,7 +610,7 @@ fn run(args: &Args) -> Result<(), Fail> {
         args,
         &cqrs,
         &mut rng,
-        &mut model,
+        &mut load,
         &mut touched,
         &mut totals,
         true,
@@ -887,7 +629,7 @@ fn run(args: &Args) -> Result<(), Fail> {
         totals.acked_events,
         totals.unacked_events_applied,
         totals.unacked_events_lost,
-        model.log.len(),
+        load.model.log().len(),
         totals.verified_users,
         started.elapsed().as_secs_f64()
     );

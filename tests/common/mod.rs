@@ -17,6 +17,8 @@
 //!   [`Node::kill`] (SIGKILL), [`Node::signal`], [`Node::drain`]; [`assert_check`] runs
 //!   `cqrs check` on the store of `n1`.
 //!
+//! It is a thin layer over [`cqrs_node::testkit::process`], the harness that the benchmark and
+//! the crash loop use too: the same calls, with a panic where the harness reports an error.
 //! Every read has a deadline ([`TIMEOUT`]), so a node that hangs fails the test instead of
 //! hanging it; a [`Node`] that is dropped while still running is killed. Its stderr is always
 //! collected (into [`Finished::stderr`]).
@@ -29,13 +31,11 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{ChildStdin, Command};
+use std::time::Duration;
 
+use cqrs_node::testkit::process::{self, Next, Options, Process, Stdout};
 use serde_json::{json, Value};
 
 /// The binary under test.
@@ -134,50 +134,10 @@ pub fn assert_check(dir: &Path) {
     .assert_success();
 }
 
-/// What a node left behind when it ended.
-#[derive(Debug)]
-pub struct Finished {
-    pub status: ExitStatus,
-    /// Stdout lines not read before the end.
-    pub rest: Vec<String>,
-    pub stderr: String,
-}
-
-impl Finished {
-    /// Asserts a clean exit (status 0) with no unread reply.
-    #[track_caller]
-    pub fn assert_clean(&self) {
-        assert!(
-            self.status.success(),
-            "the node exited with {}; stderr:\n{}",
-            self.status,
-            self.stderr
-        );
-        assert!(
-            self.rest.is_empty(),
-            "unexpected output lines: {:#?}\nstderr:\n{}",
-            self.rest,
-            self.stderr
-        );
-    }
-
-    /// Asserts a subcommand's success (status 0), showing its output when not.
-    #[track_caller]
-    pub fn assert_success(&self) {
-        assert!(
-            self.status.success(),
-            "exit {}; stdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.rest.join("\n"),
-            self.stderr
-        );
-    }
-
-    /// The bodies of the unread replies ([`Finished::rest`]).
-    pub fn bodies(&self) -> Vec<Value> {
-        self.rest.iter().map(|l| body_of(l)).collect()
-    }
-}
+/// What a node left behind when it ended: its exit status, the stdout lines not read before the
+/// end ([`Finished::rest`], [`Finished::bodies`]) and its stderr; [`Finished::assert_clean`]
+/// (status 0, no unread reply) and [`Finished::assert_success`] check it.
+pub use cqrs_node::testkit::process::Finished;
 
 /// The `body` of a reply line; panics if the line is not JSON.
 pub fn body_of(line: &str) -> Value {
@@ -185,82 +145,32 @@ pub fn body_of(line: &str) -> Value {
     v["body"].take()
 }
 
+/// The harness's result, or a panic with its message.
+#[track_caller]
+fn ok<T>(r: Result<T, process::Error>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A running `cqrs` process.
 pub struct Node {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// Stdout lines; `Err` holds a cut-off last line.
-    lines: Receiver<Result<String, String>>,
-    /// When reading on demand: how many more lines the stdout thread may read.
-    demand: Sender<usize>,
-    on_demand: bool,
-    stdout_thread: Option<JoinHandle<()>>,
-    stderr_thread: Option<JoinHandle<String>>,
+    process: Process,
 }
 
 impl Node {
     /// Spawns `cmd` with all three standard streams piped; stdout is read eagerly.
     pub fn spawn(cmd: &mut Command) -> Node {
-        Self::start(cmd, false)
+        Self::start(cmd, Stdout::Eager)
     }
 
     /// Like [`Node::spawn`], but stdout is read only as the test asks for lines: unread
     /// replies stay in the pipe, and a node that writes more than it holds must wait.
     pub fn spawn_on_demand(cmd: &mut Command) -> Node {
-        Self::start(cmd, true)
+        Self::start(cmd, Stdout::OnDemand)
     }
 
-    fn start(cmd: &mut Command, on_demand: bool) -> Node {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        let (demand, wanted) = mpsc::channel::<usize>();
-        let stdout_thread = std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut credit = if on_demand { 0 } else { usize::MAX };
-            loop {
-                while credit == 0 {
-                    match wanted.recv() {
-                        Ok(n) => credit = n,
-                        Err(_) => return,
-                    }
-                }
-                let mut line = Vec::new();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-                credit -= 1;
-                let item = if line.pop() == Some(b'\n') {
-                    Ok(String::from_utf8(line).expect("the node's output is UTF-8"))
-                } else {
-                    // Only a killed node may leave half a line.
-                    Err(String::from_utf8_lossy(&line).into_owned())
-                };
-                if tx.send(item).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr_thread = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        });
+    fn start(cmd: &mut Command, stdout: Stdout) -> Node {
         Node {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            demand,
-            on_demand,
-            stdout_thread: Some(stdout_thread),
-            stderr_thread: Some(stderr_thread),
+            process: ok(Process::spawn(cmd, Options::captured(stdout, TIMEOUT))),
         }
     }
 
@@ -280,89 +190,52 @@ impl Node {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.process.pid()
     }
 
     /// Sends signal `sig` to the node.
+    #[track_caller]
     pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(rc, 0, "kill({sig})");
+        ok(self.process.signal(sig));
     }
 
     /// Writes raw bytes to the node's stdin and flushes.
+    #[track_caller]
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin is still open");
-        stdin
-            .write_all(bytes)
-            .and_then(|()| stdin.flush())
-            .unwrap_or_else(|e| panic!("writing to the node failed: {e}"));
+        ok(self.process.send_raw(bytes));
     }
 
     /// Writes one line (a newline is added).
+    #[track_caller]
     pub fn send(&mut self, line: &str) {
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        self.send_raw(&bytes);
+        ok(self.process.send(line));
     }
 
     /// Writes one line, ignoring a failure (for a node that may already have exited).
     pub fn send_lossy(&mut self, line: &str) {
-        if let Some(stdin) = self.stdin.as_mut() {
-            let _ = stdin
-                .write_all(format!("{line}\n").as_bytes())
-                .and_then(|()| stdin.flush());
-        }
+        let _ = self.process.send(line);
     }
 
     /// Writes all lines in a single write, so that the node finds them waiting together.
+    #[track_caller]
     pub fn send_all<S: AsRef<str>>(&mut self, lines: &[S]) {
-        let mut bytes = Vec::new();
-        for l in lines {
-            bytes.extend_from_slice(l.as_ref().as_bytes());
-            bytes.push(b'\n');
-        }
-        self.send_raw(&bytes);
-    }
-
-    /// When reading on demand, lets the stdout thread read `n` more lines.
-    fn want(&mut self, n: usize) {
-        if self.on_demand {
-            // Fails only when the thread has ended (end of stdout): the receive then says so.
-            let _ = self.demand.send(n);
-        }
+        ok(self.process.send_all(lines));
     }
 
     /// The next reply line; panics if none comes within [`TIMEOUT`] or stdout ends.
+    #[track_caller]
     pub fn recv(&mut self) -> String {
-        self.want(1);
-        match self.lines.recv_timeout(TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(cut)) => panic!("the node's output ended in the middle of a line: {cut:?}"),
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = self.child.kill();
-                panic!("no reply within {TIMEOUT:?}: the node hangs")
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = self.child.wait().ok();
-                let stderr = self.take_stderr();
-                panic!("the node closed stdout (exit {status:?}) instead of replying; stderr:\n{stderr}")
-            }
-        }
+        ok(self.process.recv())
     }
 
     /// The next line if one is already there or comes within [`TIMEOUT`]; `None` at the end of
     /// stdout. A cut-off last line (from a killed node) comes as `Err`.
+    #[track_caller]
     pub fn recv_or_end(&mut self) -> Option<Result<String, String>> {
-        self.want(1);
-        match self.lines.recv_timeout(TIMEOUT) {
-            Ok(item) => Some(item),
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = self.child.kill();
-                panic!("no reply and no end within {TIMEOUT:?}: the node hangs")
-            }
-            Err(RecvTimeoutError::Disconnected) => None,
+        match ok(self.process.read()) {
+            Next::Line(line) => Some(Ok(line)),
+            Next::Cut(cut) => Some(Err(cut)),
+            Next::End => None,
         }
     }
 
@@ -433,83 +306,38 @@ impl Node {
     /// Takes the stdin handle (e.g. to write from another thread). The node sees the end of
     /// input when it is dropped.
     pub fn take_stdin(&mut self) -> ChildStdin {
-        self.stdin.take().expect("stdin is still open")
+        self.process.take_stdin().expect("stdin is still open")
     }
 
     /// Gives back a stdin handle taken with [`Node::take_stdin`] (if it is still there).
     pub fn restore_stdin(&mut self, stdin: Option<ChildStdin>) {
-        self.stdin = stdin;
+        self.process.restore_stdin(stdin);
     }
 
     /// Closes stdin: the end of input.
     pub fn close_stdin(&mut self) {
-        self.stdin = None;
+        self.process.close_stdin();
     }
 
     /// SIGKILL, then waits for the process to be gone.
+    #[track_caller]
     pub fn kill(&mut self) {
-        self.child.kill().expect("kill the node");
-        self.child.wait().expect("reap the node");
+        ok(self.process.kill());
     }
 
-    /// Waits for the process to exit (panics after [`TIMEOUT`]).
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("the node did not exit within {TIMEOUT:?} after the end of its input");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn take_stderr(&mut self) -> String {
-        self.stderr_thread
-            .take()
-            .map(|t| t.join().expect("stderr reader"))
-            .unwrap_or_default()
-    }
-
-    /// Ends the input, reads what is left up to the end of stdout, waits for the exit, and
-    /// collects it all.
-    pub fn finish(mut self) -> Finished {
-        self.close_stdin();
-        let rest = self
-            .drain()
-            .into_iter()
-            .map(|l| l.unwrap_or_else(|cut| panic!("output ends in a cut-off line: {cut:?}")))
-            .collect();
-        let status = self.wait();
-        if let Some(t) = self.stdout_thread.take() {
-            t.join().expect("stdout reader");
-        }
-        let stderr = self.take_stderr();
-        Finished {
-            status,
-            rest,
-            stderr,
-        }
+    /// Ends the input, reads what is left up to the end of stdout, waits for the exit (panics
+    /// after [`TIMEOUT`]), and collects it all.
+    #[track_caller]
+    pub fn finish(self) -> Finished {
+        ok(self.process.finish())
     }
 
     /// Everything the node still writes until stdout ends (stdin must already be closed or
     /// the process killed). From here on, stdout is read eagerly.
+    #[track_caller]
     pub fn drain(&mut self) -> Vec<Result<String, String>> {
-        self.want(usize::MAX);
-        self.on_demand = false;
-        std::iter::from_fn(|| self.recv_or_end()).collect()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        let (lines, cut) = ok(self.process.drain());
+        lines.into_iter().map(Ok).chain(cut.map(Err)).collect()
     }
 }
 
