@@ -20,8 +20,8 @@
 //!
 //! [`Handle::stop`] asks the writer to stop after the batch in hand: submissions queued and not
 //! yet started are dropped without replies (their sinks are told nothing was done, by being
-//! dropped). When every handle is gone, the writer handles what is queued and ends.
-//! [`Writer::join`] waits for that and gives the worker back.
+//! dropped). When every handle is gone, the writer handles what is queued and ends, dropping
+//! the worker. [`Writer::join`] waits for that.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -87,8 +87,8 @@ impl<W> Shared<W> {
 
 /// The writer thread.
 pub struct Writer<W: Worker> {
-    shared: Arc<Shared<W>>,
     thread: JoinHandle<()>,
+    _worker: std::marker::PhantomData<fn() -> W>,
 }
 
 /// A way to the writer, for one front end (clone it for more).
@@ -127,18 +127,21 @@ impl<W: Worker> Writer<W> {
                 .name("writer".into())
                 .spawn(move || run(&rx, &shared, max_batch.max(1)))?
         };
-        let handle = Handle {
-            tx,
-            shared: shared.clone(),
+        let handle = Handle { tx, shared };
+        let writer = Self {
+            thread,
+            _worker: std::marker::PhantomData,
         };
-        Ok((Self { shared, thread }, handle))
+        Ok((writer, handle))
     }
 
-    /// Waits for the writer to end (every handle dropped, or [`Handle::stop`]) and gives the
-    /// worker back (`None` if a batch panicked).
-    pub fn join(self) -> Option<W> {
+    /// Waits for the writer to end (every handle dropped, or [`Handle::stop`]): the batch in
+    /// hand (a caller's `try_here` too) is done and the worker is dropped (for the node: its
+    /// store closed). The writer thread drops it, as it made most of what the worker holds:
+    /// freed by another thread, a large in-memory store took mimalloc's slower path for every
+    /// object.
+    pub fn join(self) {
         let _ = self.thread.join();
-        self.shared.lock().take()
     }
 }
 
@@ -216,6 +219,8 @@ fn run<W: Worker>(rx: &Receiver<Message<W>>, shared: &Shared<W>, max_batch: usiz
         handle(worker, batch);
         shared.pending.fetch_sub(count, Ordering::SeqCst);
     }
+    // Waits for a batch a caller may be handling with `try_here`, then drops the worker here.
+    drop(shared.lock().take());
 }
 
 /// Handles submissions as one batch and gives each sink its replies.

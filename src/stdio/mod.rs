@@ -345,7 +345,7 @@ pub fn serve<V: Service>(
     }
     drop(handle);
     // Waits for the batch in hand (the reader thread's too), then closes the node.
-    let _worker = writer.join();
+    writer.join();
     Ok(ended)
 }
 
