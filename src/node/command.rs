@@ -160,22 +160,23 @@ pub fn prepare(registry: &Registry, command: Value) -> Result<Command, Failure> 
 
 /// The fingerprint of a command (see [`CommandId`]).
 fn fingerprint(kind: &str, payload: &Map<String, Value>, expected: ExpectedVersion) -> String {
+    fn object(m: &Map<String, Value>, out: &mut String) {
+        let mut keys: Vec<&String> = m.keys().collect();
+        keys.sort();
+        out.push('{');
+        for (i, k) in keys.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(k).expect("a string serialises"));
+            out.push(':');
+            canonical(&m[k], out);
+        }
+        out.push('}');
+    }
     fn canonical(v: &Value, out: &mut String) {
         match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    canonical(&m[k], out);
-                }
-                out.push('}');
-            }
+            Value::Object(m) => object(m, out),
             Value::Array(a) => {
                 out.push('[');
                 for (i, x) in a.iter().enumerate() {
@@ -189,9 +190,9 @@ fn fingerprint(kind: &str, payload: &Map<String, Value>, expected: ExpectedVersi
             other => out.push_str(&other.to_string()),
         }
     }
-    let mut text = Value::String(kind.to_string()).to_string();
+    let mut text = serde_json::to_string(kind).expect("a string serialises");
     text.push('\n');
-    canonical(&Value::Object(payload.clone()), &mut text);
+    object(payload, &mut text);
     text.push('\n');
     if let ExpectedVersion::Exact(v) = expected {
         text.push_str(&v.to_string());

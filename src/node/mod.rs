@@ -169,10 +169,6 @@ impl<S: EventStore> Node<S> {
         })
     }
 
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
-
     pub fn store(&self) -> &S {
         &self.store
     }
@@ -182,11 +178,6 @@ impl<S: EventStore> Node<S> {
     pub fn store_mut(&mut self) -> &mut S {
         self.runners.forget();
         &mut self.store
-    }
-
-    /// Takes the store back.
-    pub fn into_store(self) -> S {
-        self.store
     }
 
     /// Handles a batch of requests in order, handing each reply to `deliver` (in request order)

@@ -183,11 +183,6 @@ impl<W: Worker> Handle<W> {
             Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
         }
     }
-
-    /// Whether [`Handle::stop`] was called (by any handle).
-    pub fn stopped(&self) -> bool {
-        self.shared.stop.load(Ordering::SeqCst)
-    }
 }
 
 /// The writer thread's loop.
@@ -252,4 +247,110 @@ fn handle<W: Worker>(worker: &mut W, batch: Vec<Submission<W>>) {
             sink.replies(std::mem::take(&mut replies), sinks.peek().is_none());
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    //! What front ends rely on: submissions from any number of handles that wait together are
+    //! one batch, each sink gets its own replies in order, and `try_here` runs on the caller's
+    //! thread only when nothing is queued or in hand.
+
+    use std::sync::mpsc::{channel, Receiver, Sender};
+
+    use super::*;
+
+    /// Records each batch; the first batch waits until the test lets it go.
+    struct Recorder {
+        batches: Sender<Vec<u32>>,
+        gate: Option<Receiver<()>>,
+    }
+
+    impl Worker for Recorder {
+        type Request = u32;
+        type Reply = u32;
+
+        fn handle(&mut self, batch: Vec<u32>, deliver: &mut dyn FnMut(u32)) {
+            if let Some(gate) = self.gate.take() {
+                gate.recv().unwrap();
+            }
+            self.batches.send(batch.clone()).unwrap();
+            batch.into_iter().map(|r| r * 10).for_each(deliver);
+        }
+    }
+
+    struct Collect(Sender<(Vec<u32>, std::thread::ThreadId)>);
+
+    impl Sink<u32> for Collect {
+        fn replies(self: Box<Self>, replies: Vec<u32>, _last: bool) {
+            self.0.send((replies, std::thread::current().id())).unwrap();
+        }
+    }
+
+    fn submission(
+        requests: Vec<u32>,
+        to: &Sender<(Vec<u32>, std::thread::ThreadId)>,
+    ) -> Submission<Recorder> {
+        Submission {
+            requests,
+            sink: Box::new(Collect(to.clone())),
+        }
+    }
+
+    #[test]
+    fn submissions_from_several_handles_share_one_batch_and_keep_their_order() {
+        let (batches, batches_rx) = channel();
+        let (open, gate) = channel();
+        let worker = Recorder {
+            batches,
+            gate: Some(gate),
+        };
+        let (writer, first) = Writer::start(worker, 1024, 8).unwrap();
+        let (replies, replies_rx) = channel();
+        // The first batch holds the writer until the others are queued.
+        first.submit(submission(vec![1], &replies)).unwrap();
+        let (second, third) = (first.clone(), first.clone());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The writer is busy: a lone request is not run here, it is given back.
+        let back = second.try_here(submission(vec![9], &replies));
+        let back = back.expect_err("try_here refuses while a batch is in hand");
+        std::thread::spawn(move || second.submit(back).unwrap())
+            .join()
+            .unwrap();
+        std::thread::spawn(move || third.submit(submission(vec![2, 3], &replies)).unwrap())
+            .join()
+            .unwrap();
+        open.send(()).unwrap();
+        assert_eq!(batches_rx.recv().unwrap(), [1]);
+        // Both waited together: one batch, in the order they were queued.
+        assert_eq!(batches_rx.recv().unwrap(), [9, 2, 3]);
+        let got: Vec<Vec<u32>> = (0..3).map(|_| replies_rx.recv().unwrap().0).collect();
+        assert_eq!(got, [vec![10], vec![90], vec![20, 30]]);
+        drop(first);
+        writer.join();
+    }
+
+    #[test]
+    fn a_lone_request_runs_on_the_callers_thread_when_the_writer_is_idle() {
+        let (batches, batches_rx) = channel();
+        let (writer, handle) = Writer::start(
+            Recorder {
+                batches,
+                gate: None,
+            },
+            1024,
+            8,
+        )
+        .unwrap();
+        let (replies, replies_rx) = channel();
+        assert!(handle.try_here(submission(vec![4], &replies)).is_ok());
+        let (got, thread) = replies_rx.recv().unwrap();
+        assert_eq!(got, [40]);
+        assert_eq!(thread, std::thread::current().id());
+        assert_eq!(batches_rx.recv().unwrap(), [4]);
+        // Stopped: nothing more is taken.
+        handle.stop();
+        assert!(handle.submit(submission(vec![5], &replies)).is_err());
+        drop(handle);
+        writer.join();
+    }
 }

@@ -19,7 +19,7 @@
 //! ```
 //! use cqrs_node::plugin::{user::UserPlugin, Registry};
 //! let registry = Registry::new().with(UserPlugin); // .with(AccountPlugin), ...
-//! assert!(registry.knows_command("CreateUser"));
+//! assert!(registry.command_type("CreateUser").is_some());
 //! ```
 
 pub mod user;
@@ -159,11 +159,6 @@ impl Registry {
     /// The plug-in of a command type, if one declared it.
     pub fn command_type(&self, kind: &str) -> Option<CommandType> {
         find(&self.commands, kind).map(CommandType)
-    }
-
-    /// Whether some plug-in declares this command type.
-    pub fn knows_command(&self, kind: &str) -> bool {
-        self.command_type(kind).is_some()
     }
 
     /// Reads a command of type `kind` (which `of` was found for); `expected` and `time` come

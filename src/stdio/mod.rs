@@ -642,10 +642,6 @@ impl<S: EventStore + Send + 'static> Lines<S> {
         Self::with_registry(store, Arc::new(crate::registry()), id, config)
     }
 
-    pub fn node(&self) -> &Node<S> {
-        &self.node
-    }
-
     pub fn store(&self) -> &S {
         self.node.store()
     }
