@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use cqrs_node::node::writer::Worker;
 use cqrs_node::protocol::reply::{self, WriteJson};
+use cqrs_node::protocol::{CommandJson, QueryJson};
 use cqrs_node::stdio::{self, Options, Service};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -91,11 +92,11 @@ struct Replies {
 impl Service for Replies {
     type Worker = Echo;
 
-    fn command(&self, _: Value) -> Kind {
+    fn command(&self, _: Option<CommandJson>) -> Kind {
         Kind::Command
     }
 
-    fn query(&self, _: Value) -> Kind {
+    fn query(&self, _: Option<QueryJson>) -> Kind {
         Kind::Query
     }
 

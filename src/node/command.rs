@@ -85,19 +85,99 @@ impl From<Rejection> for Failure {
     }
 }
 
-/// Reads the JSON form of a command (`{"type", "payload", "expectedVersion"?, "timestamp"?}`).
-/// Shape errors are `malformed`; bad values are `validation_failed`; a type no plug-in declares
-/// is `unknown_command`. Needs no state: front ends run it on their own threads.
+/// A command's JSON object, split into the keys the node reads (every other key is ignored).
+/// Each is `Some` when the key was given, even as `null`. A front end fills it from a parsed
+/// object ([`CommandJson::from_map`]) or straight from the text (it implements `Deserialize`;
+/// a key given twice is an error there, where a map keeps the last one: fall back to the map).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(from = "CommandKeys")]
+pub struct CommandJson {
+    /// `type`.
+    pub kind: Option<Value>,
+    pub payload: Option<Value>,
+    /// `expectedVersion`, or `expected_version` if that is not given.
+    pub expected: Option<Value>,
+    pub timestamp: Option<Value>,
+    /// `commandId`, or `command_id` if that is not given.
+    pub command_id: Option<Value>,
+}
+
+/// Every key of [`CommandJson`] as it may be spelled.
+#[derive(serde::Deserialize)]
+struct CommandKeys {
+    #[serde(rename = "type", default, deserialize_with = "present")]
+    kind: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<Value>,
+    #[serde(rename = "expectedVersion", default, deserialize_with = "present")]
+    expected: Option<Value>,
+    #[serde(rename = "expected_version", default, deserialize_with = "present")]
+    expected_snake: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    timestamp: Option<Value>,
+    #[serde(rename = "commandId", default, deserialize_with = "present")]
+    command_id: Option<Value>,
+    #[serde(rename = "command_id", default, deserialize_with = "present")]
+    command_id_snake: Option<Value>,
+}
+
+impl From<CommandKeys> for CommandJson {
+    fn from(k: CommandKeys) -> Self {
+        Self {
+            kind: k.kind,
+            payload: k.payload,
+            expected: k.expected.or(k.expected_snake),
+            timestamp: k.timestamp,
+            command_id: k.command_id.or(k.command_id_snake),
+        }
+    }
+}
+
+/// A key's value as given, `null` included (serde's `Option` would read `null` as "missing").
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+impl CommandJson {
+    /// The keys of a command object.
+    pub fn from_map(mut command: Map<String, Value>) -> Self {
+        // Taken out in any order (swap_remove): only the payload's order matters.
+        CommandKeys {
+            kind: command.swap_remove("type"),
+            payload: command.swap_remove("payload"),
+            expected: command.swap_remove("expectedVersion"),
+            expected_snake: command.swap_remove("expected_version"),
+            timestamp: command.swap_remove("timestamp"),
+            command_id: command.swap_remove("commandId"),
+            command_id_snake: command.swap_remove("command_id"),
+        }
+        .into()
+    }
+}
+
+/// The failure of a `command` that is not an object.
+pub fn not_an_object() -> Failure {
+    Failure::new(
+        code::MALFORMED,
+        "body.command must be an object with 'type' and 'payload'",
+    )
+}
+
+/// Reads the JSON form of a command (`{"type", "payload", "expectedVersion"?, "timestamp"?,
+/// "commandId"?}`). Shape errors are `malformed`; bad values are `validation_failed`; a type no
+/// plug-in declares is `unknown_command`. Needs no state: front ends run it on their own
+/// threads.
 pub fn prepare(registry: &Registry, command: Value) -> Result<Command, Failure> {
+    match command {
+        Value::Object(command) => prepare_json(registry, CommandJson::from_map(command)),
+        _ => Err(not_an_object()),
+    }
+}
+
+/// [`prepare`], for a command already split into its keys.
+pub fn prepare_json(registry: &Registry, command: CommandJson) -> Result<Command, Failure> {
     let malformed = |m: &str| Failure::new(code::MALFORMED, m);
-    let Value::Object(mut command) = command else {
-        return Err(malformed(
-            "body.command must be an object with 'type' and 'payload'",
-        ));
-    };
-    // The command's own keys are taken out in any order (swap_remove): only the payload's
-    // order matters.
-    let kind = match command.swap_remove("type") {
+    let kind = match command.kind {
         Some(Value::String(k)) => k,
         _ => return Err(malformed("command.type must be a string")),
     };
@@ -111,24 +191,18 @@ pub fn prepare(registry: &Registry, command: Value) -> Result<Command, Failure> 
     let Some(of) = registry.command_type(kind) else {
         return Err(unknown());
     };
-    let mut payload: Map<String, Value> = match command.swap_remove("payload") {
+    let mut payload: Map<String, Value> = match command.payload {
         Some(Value::Object(p)) => p,
         _ => return Err(malformed("command.payload must be an object")),
     };
-    let expected = match command
-        .get("expectedVersion")
-        .or_else(|| command.get("expected_version"))
-    {
+    let expected = match command.expected {
         None | Some(Value::Null) => ExpectedVersion::Any,
         Some(v) => ExpectedVersion::Exact(
             v.as_u64()
                 .ok_or_else(|| malformed("expectedVersion must be an integer >= 0"))?,
         ),
     };
-    let command_id = match command
-        .get("commandId")
-        .or_else(|| command.get("command_id"))
-    {
+    let command_id = match command.command_id {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) if id.is_empty() || id.len() > MAX_COMMAND_ID_BYTES => {
             return Err(Failure::new(
@@ -136,7 +210,7 @@ pub fn prepare(registry: &Registry, command: Value) -> Result<Command, Failure> 
                 format!("commandId must be 1 to {MAX_COMMAND_ID_BYTES} bytes long"),
             ))
         }
-        Some(Value::String(id)) => Some(id.clone()),
+        Some(Value::String(id)) => Some(id),
         Some(_) => return Err(malformed("commandId must be a string")),
     };
     // A timestamp in the payload is never an attribute; the command's own one wins.
@@ -145,7 +219,7 @@ pub fn prepare(registry: &Registry, command: Value) -> Result<Command, Failure> 
         fingerprint: fingerprint(kind, &payload, expected),
         id,
     });
-    let time = match command.get("timestamp").or(in_payload.as_ref()) {
+    let time = match command.timestamp.as_ref().or(in_payload.as_ref()) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
             Timestamp::parse(s)

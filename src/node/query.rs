@@ -23,18 +23,51 @@ pub enum Query {
     ReadEvents { after: Position, limit: usize },
 }
 
+/// A query's JSON object, split into the keys the node reads (see
+/// [`super::command::CommandJson`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+pub struct QueryJson {
+    #[serde(rename = "type", default, deserialize_with = "super::command::present")]
+    pub kind: Option<Value>,
+    #[serde(default, deserialize_with = "super::command::present")]
+    pub params: Option<Value>,
+}
+
+impl QueryJson {
+    /// The keys of a query object.
+    pub fn from_map(mut query: Map<String, Value>) -> Self {
+        Self {
+            kind: query.swap_remove("type"),
+            params: query.swap_remove("params"),
+        }
+    }
+}
+
+/// The failure of a `query` that is not an object.
+pub fn not_an_object() -> Failure {
+    Failure::new(
+        code::VALIDATION_FAILED,
+        "body.query must be an object with 'type' and 'params'",
+    )
+}
+
 /// Reads the JSON form of a query (`{"type", "params"?}`). A type no plug-in declares is
 /// `unknown_query`; anything else wrong is `validation_failed` (or the plug-in's own code).
 pub fn prepare(registry: &Registry, query: Value) -> Result<Query, Failure> {
+    match query {
+        Value::Object(query) => prepare_json(registry, QueryJson::from_map(query)),
+        _ => Err(not_an_object()),
+    }
+}
+
+/// [`prepare`], for a query already split into its keys.
+pub fn prepare_json(registry: &Registry, query: QueryJson) -> Result<Query, Failure> {
     let bad = |m: &str| Failure::new(code::VALIDATION_FAILED, m);
-    let Value::Object(mut query) = query else {
-        return Err(bad("body.query must be an object with 'type' and 'params'"));
-    };
-    let kind = match query.swap_remove("type") {
+    let kind = match query.kind {
         Some(Value::String(k)) => k,
         _ => return Err(bad("query.type must be a string")),
     };
-    let params = match query.swap_remove("params") {
+    let params = match query.params {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(p)) => p,
         Some(_) => return Err(bad("query.params must be an object")),

@@ -6,8 +6,13 @@
 
 pub mod reply;
 
+use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use crate::node::command::present;
+pub use crate::node::command::CommandJson;
+pub use crate::node::query::QueryJson;
 
 /// Protocol-level error codes of the Maelstrom family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,15 +38,17 @@ pub struct Request {
 }
 
 /// What the request asks for.
+// Built once per line and moved into the request (see [`Incoming`]).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     Init {
         node_id: String,
     },
-    /// The body's `command` field, as sent (`Null` when missing).
-    Command(Value),
-    /// The body's `query` field, as sent (`Null` when missing).
-    Query(Value),
+    /// The body's `command` object, split into its keys (`None`: missing, or not an object).
+    Command(Option<CommandJson>),
+    /// The body's `query` object, split into its keys (`None`: missing, or not an object).
+    Query(Option<QueryJson>),
     /// Identified but unusable: answered with a protocol error.
     Invalid {
         code: ErrorCode,
@@ -50,6 +57,9 @@ pub enum Body {
 }
 
 /// One input line, parsed.
+// A request is built once per line and moved a few times; boxing it would cost an allocation
+// per line instead.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
     Request(Request),
@@ -64,6 +74,51 @@ struct RawEnvelope {
     body: Option<Value>,
 }
 
+/// The envelope of a well-formed request, read straight into the keys the node uses: no map is
+/// built for the envelope, the body or the command (only for the payload and params). Any
+/// deviation (a key given twice, a body or command that is not an object) fails it, and the
+/// line is read again by the general path, [`parse_general`].
+#[derive(Deserialize)]
+struct FastEnvelope {
+    src: Option<Value>,
+    dest: Option<Value>,
+    body: Option<Object<FastBody>>,
+}
+
+#[derive(Deserialize)]
+struct FastBody {
+    #[serde(rename = "type", default, deserialize_with = "present")]
+    kind: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    msg_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    node_id: Option<Value>,
+    #[serde(default)]
+    command: Option<Object<CommandJson>>,
+    #[serde(default)]
+    query: Option<Object<QueryJson>>,
+}
+
+/// A struct read only from a JSON object (serde_json would also fill a struct from an array,
+/// by position).
+struct Object<T>(T);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: DeserializeOwned> de::Visitor<'de> for Visit<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
 /// Parses one line. Unknown keys are ignored anywhere.
 pub fn parse_line(line: &[u8]) -> Incoming {
     // Only an object is an envelope (serde would also take a 3-element array for the struct).
@@ -75,6 +130,47 @@ pub fn parse_line(line: &[u8]) -> Incoming {
     let Ok(text) = std::str::from_utf8(line) else {
         return Incoming::Unanswerable("not a JSON envelope: the line is not UTF-8".into());
     };
+    match serde_json::from_str::<FastEnvelope>(text) {
+        Ok(fast) => from_fast(fast),
+        Err(_) => parse_general(line, text),
+    }
+}
+
+/// A request read by the fast path: what [`parse_general`] makes of the same line.
+fn from_fast(fast: FastEnvelope) -> Incoming {
+    let Some(Value::String(src)) = fast.src else {
+        return Incoming::Unanswerable("envelope has no string 'src' to reply to".into());
+    };
+    let dest = match fast.dest {
+        Some(Value::String(d)) => Some(d),
+        _ => None,
+    };
+    let Some(Object(body)) = fast.body else {
+        return Incoming::Unanswerable("envelope has no object 'body'".into());
+    };
+    let msg_id = body.msg_id.filter(|v| !v.is_null());
+    let body = match (dest.is_some(), body.kind) {
+        (false, _) => malformed("envelope has no string 'dest'"),
+        (true, Some(Value::String(kind))) => match kind.as_str() {
+            "init" => init(body.node_id.as_ref()),
+            "command" => Body::Command(body.command.map(|Object(c)| c)),
+            "query" => Body::Query(body.query.map(|Object(q)| q)),
+            other => unsupported(other),
+        },
+        (true, Some(_)) => malformed("body 'type' must be a string"),
+        (true, None) => malformed("body has no 'type'"),
+    };
+    Incoming::Request(Request {
+        src,
+        dest,
+        msg_id,
+        body,
+    })
+}
+
+/// Parses any line (the envelope and body as maps, where a key given twice keeps its last
+/// value).
+fn parse_general(line: &[u8], text: &str) -> Incoming {
     let raw: RawEnvelope = match serde_json::from_str(text) {
         Ok(r) => r,
         // Valid JSON, perhaps, but nested deeper than the parser goes: answer it if its
@@ -178,31 +274,48 @@ fn sniff(head: &[u8], key: &[u8]) -> Option<Value> {
 }
 
 fn parse_body(body: &mut Map<String, Value>, has_dest: bool) -> Body {
-    let invalid = |text: &str| Body::Invalid {
-        code: ErrorCode::MalformedRequest,
-        text: text.to_string(),
-    };
     if !has_dest {
-        return invalid("envelope has no string 'dest'");
+        return malformed("envelope has no string 'dest'");
     }
     let kind = match body.get("type") {
         Some(Value::String(t)) => t.as_str(),
-        Some(_) => return invalid("body 'type' must be a string"),
-        None => return invalid("body has no 'type'"),
+        Some(_) => return malformed("body 'type' must be a string"),
+        None => return malformed("body has no 'type'"),
     };
     match kind {
-        "init" => match body.get("node_id") {
-            Some(Value::String(id)) if !id.is_empty() => Body::Init {
-                node_id: id.clone(),
-            },
-            _ => invalid("init needs a non-empty string 'node_id'"),
+        "init" => init(body.get("node_id")),
+        "command" => Body::Command(match body.remove("command") {
+            Some(Value::Object(c)) => Some(CommandJson::from_map(c)),
+            _ => None,
+        }),
+        "query" => Body::Query(match body.remove("query") {
+            Some(Value::Object(q)) => Some(QueryJson::from_map(q)),
+            _ => None,
+        }),
+        other => unsupported(other),
+    }
+}
+
+fn malformed(text: &str) -> Body {
+    Body::Invalid {
+        code: ErrorCode::MalformedRequest,
+        text: text.to_string(),
+    }
+}
+
+fn unsupported(kind: &str) -> Body {
+    Body::Invalid {
+        code: ErrorCode::NotSupported,
+        text: format!("unsupported message type '{kind}'"),
+    }
+}
+
+fn init(node_id: Option<&Value>) -> Body {
+    match node_id {
+        Some(Value::String(id)) if !id.is_empty() => Body::Init {
+            node_id: id.clone(),
         },
-        "command" => Body::Command(body.remove("command").unwrap_or(Value::Null)),
-        "query" => Body::Query(body.remove("query").unwrap_or(Value::Null)),
-        other => Body::Invalid {
-            code: ErrorCode::NotSupported,
-            text: format!("unsupported message type '{other}'"),
-        },
+        _ => malformed("init needs a non-empty string 'node_id'"),
     }
 }
 
@@ -256,7 +369,13 @@ mod tests {
         assert_eq!(r.src, "c");
         assert_eq!(r.dest.as_deref(), Some("n"));
         assert_eq!(r.msg_id, Some(Value::from(3)));
-        assert_eq!(r.body, Body::Command(serde_json::json!({"type":"X"})));
+        assert_eq!(
+            r.body,
+            Body::Command(Some(CommandJson {
+                kind: Some(Value::from("X")),
+                ..CommandJson::default()
+            }))
+        );
     }
 
     #[test]
@@ -331,7 +450,162 @@ mod tests {
         assert_eq!(r.src, "b");
         assert_eq!(r.dest.as_deref(), Some("m"));
         assert_eq!(r.msg_id, Some(Value::from(2)));
-        assert!(matches!(r.body, Body::Query(Value::Null)));
+        assert!(matches!(r.body, Body::Query(None)));
+    }
+
+    /// Both ways of reading a line, so that the fast one can be compared with the general one.
+    fn both(line: &str) -> (Incoming, Incoming) {
+        (
+            parse_line(line.as_bytes()),
+            parse_general(line.as_bytes(), line),
+        )
+    }
+
+    #[test]
+    fn the_fast_path_reads_what_the_general_path_reads() {
+        for line in [
+            r#"{"src":"c","dest":"n","body":{"type":"command","msg_id":1,"command":{"type":"CreateUser","expectedVersion":0,"timestamp":"2024-01-01T00:00:00Z","payload":{"id":"u","name":"A"}}}}"#,
+            r#"{"src":"c","dest":"n","body":{"type":"command","msg_id":1,"command":{"type":"X","expectedVersion":null,"expected_version":3,"commandId":null,"command_id":"k","payload":{}}}}"#,
+            r#"{"src":"c","dest":"n","body":{"type":"command","msg_id":null,"command":null}}"#,
+            r#"{"src":"c","dest":"n","body":{"type":"query","msg_id":"m","query":{"type":"GetUser","params":null},"command":null}}"#,
+            r#"{"src":"c","dest":"n","body":{"type":"init","msg_id":1,"node_id":"n1","node_ids":["n1"]}}"#,
+            r#"{"src":"c","body":{"type":"query","msg_id":1}}"#,
+            r#"{"src":7,"dest":"n","body":{"type":"query","msg_id":1}}"#,
+            r#"{"src":"c","dest":"n","body":null}"#,
+            r#"{"src":"c","dest":"n","body":{"type":5,"msg_id":1}}"#,
+            r#"{"src":"c","dest":"n","body":{"type":"frob","msg_id":1}}"#,
+        ] {
+            let (fast, general) = both(line);
+            assert_eq!(fast, general, "{line}");
+            assert!(
+                serde_json::from_str::<FastEnvelope>(line).is_ok(),
+                "fast: {line}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_the_fast_path_refuses_goes_the_general_way() {
+        // A key twice (the last counts), a body or command that is not an object (an array
+        // is not read by position), a payload nested too deep.
+        for line in [
+            r#"{"src":"c","dest":"n","body":{"type":"command","msg_id":1,"msg_id":2,"command":{"type":"X","payload":{}}}}"#,
+            r#"{"src":"c","dest":"n","body":{"type":"command","msg_id":1,"command":{"type":"X","type":"Y","payload":{}}}}"#,
+            r#"{"src":"c","dest":"n","body":{"type":"command","msg_id":1,"command":["X",{}]}}"#,
+            r#"{"src":"c","dest":"n","body":["command",1]}"#,
+            r#"{"src":"c","dest":"n","body":{"type":"query","msg_id":1,"query":["GetUser",{}]}}"#,
+            r#"{"src":"c","dest":"n","body":{"type":"query","msg_id":1,"query":7}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<FastEnvelope>(line).is_err(),
+                "{line}"
+            );
+            let (fast, general) = both(line);
+            assert_eq!(fast, general, "{line}");
+        }
+        let r = req(
+            r#"{"src":"c","dest":"n","body":{"type":"command","msg_id":1,"command":{"type":"X","type":"Y","payload":{}}}}"#,
+        );
+        match r.body {
+            Body::Command(Some(c)) => assert_eq!(c.kind, Some(Value::from("Y"))),
+            other => panic!("{other:?}"),
+        }
+        let r = req(
+            r#"{"src":"c","dest":"n","body":{"type":"command","msg_id":1,"command":["X",{}]}}"#,
+        );
+        assert_eq!(r.body, Body::Command(None));
+    }
+
+    mod fast_path {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Keys the parser reads at some level, and one it does not.
+        const KEYS: &[&str] = &[
+            "src",
+            "dest",
+            "body",
+            "type",
+            "msg_id",
+            "node_id",
+            "command",
+            "query",
+            "payload",
+            "params",
+            "expectedVersion",
+            "expected_version",
+            "timestamp",
+            "commandId",
+            "command_id",
+            "other",
+        ];
+
+        fn value() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                Just("null".to_string()),
+                Just("true".to_string()),
+                (0u64..5).prop_map(|n| n.to_string()),
+                Just("-1".to_string()),
+                Just("2.5".to_string()),
+                prop::sample::select(vec![
+                    "command",
+                    "query",
+                    "init",
+                    "CreateUser",
+                    "GetUser",
+                    "",
+                    "x",
+                ])
+                .prop_map(|s| format!("\"{s}\"")),
+            ];
+            leaf.prop_recursive(4, 24, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..3)
+                        .prop_map(|v| format!("[{}]", v.join(","))),
+                    prop::collection::vec((prop::sample::select(KEYS), inner), 0..5).prop_map(
+                        |kv| {
+                            let kv: Vec<String> = kv
+                                .into_iter()
+                                .map(|(k, v)| format!("\"{k}\":{v}"))
+                                .collect();
+                            format!("{{{}}}", kv.join(","))
+                        }
+                    ),
+                ]
+            })
+        }
+
+        proptest! {
+            /// For any object made of the keys the parser knows (given twice, null, of any
+            /// type, nested anywhere), the fast path answers as the general path does.
+            #[test]
+            fn fast_and_general_agree(
+                fields in prop::collection::vec((prop::sample::select(KEYS), value()), 0..6)
+            ) {
+                let fields: Vec<String> =
+                    fields.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                let line = format!("{{{}}}", fields.join(","));
+                let (fast, general) = both(&line);
+                prop_assert_eq!(fast, general, "{}", line);
+            }
+
+            /// The same for well-formed requests with random commands and queries in them.
+            #[test]
+            fn fast_and_general_agree_on_requests(
+                kind in prop::sample::select(vec!["command", "query", "init"]),
+                inner in prop::collection::vec((prop::sample::select(KEYS), value()), 0..6),
+                msg_id in value(),
+            ) {
+                let inner: Vec<String> =
+                    inner.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                let line = format!(
+                    r#"{{"src":"c","dest":"n","body":{{"type":"{kind}","msg_id":{msg_id},"{kind}":{{{}}}}}}}"#,
+                    inner.join(",")
+                );
+                let (fast, general) = both(&line);
+                prop_assert_eq!(fast, general, "{}", line);
+            }
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ use serde_json::Value;
 use crate::node::writer::{self, Handle, Sink, Submission, Worker, Writer};
 use crate::node::{self, Config, Node, Reply, Request as NodeRequest};
 use crate::plugin::Registry;
-use crate::protocol::{self, reply, Body, ErrorCode, Incoming, Request};
+use crate::protocol::{self, reply, Body, CommandJson, ErrorCode, Incoming, QueryJson, Request};
 use crate::store::{EventStore, StoreError};
 use lines::{Frame, LineReader};
 
@@ -53,10 +53,10 @@ pub const FLUSH_BYTES: usize = 1 << 16;
 pub trait Service: Send + Sync + 'static {
     type Worker: Worker;
 
-    /// The request for a `command` body (its `command` field as sent).
-    fn command(&self, command: Value) -> <Self::Worker as Worker>::Request;
-    /// The request for a `query` body (its `query` field as sent).
-    fn query(&self, query: Value) -> <Self::Worker as Worker>::Request;
+    /// The request for a `command` body (its `command` object's keys; `None`: not an object).
+    fn command(&self, command: Option<CommandJson>) -> <Self::Worker as Worker>::Request;
+    /// The request for a `query` body (its `query` object's keys; `None`: not an object).
+    fn query(&self, query: Option<QueryJson>) -> <Self::Worker as Worker>::Request;
     /// The request that holds the place of a message this front end answers itself.
     fn pass(&self) -> <Self::Worker as Worker>::Request;
     /// Writes the body of a reply to a command or query, as compact JSON.
@@ -113,12 +113,18 @@ impl<S> Nodes<S> {
 impl<S: EventStore + Send + 'static> Service for Nodes<S> {
     type Worker = Node<S>;
 
-    fn command(&self, command: Value) -> NodeRequest {
-        NodeRequest::Command(node::command::prepare(&self.registry, command))
+    fn command(&self, command: Option<CommandJson>) -> NodeRequest {
+        NodeRequest::Command(match command {
+            Some(c) => node::command::prepare_json(&self.registry, c),
+            None => Err(node::command::not_an_object()),
+        })
     }
 
-    fn query(&self, query: Value) -> NodeRequest {
-        NodeRequest::Query(node::query::prepare(&self.registry, query))
+    fn query(&self, query: Option<QueryJson>) -> NodeRequest {
+        NodeRequest::Query(match query {
+            Some(q) => node::query::prepare_json(&self.registry, q),
+            None => Err(node::query::not_an_object()),
+        })
     }
 
     fn pass(&self) -> NodeRequest {
