@@ -478,13 +478,16 @@ impl<V: Service> Reader<V> {
                         if r.is_err() {
                             return;
                         }
-                        if let Some(e) = o
-                            .out
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .failed
-                            .take()
-                        {
+                        // The flag, not the output's lock: the writer holds that lock while
+                        // it writes a chunk's replies, and the reader must not wait for it.
+                        if o.failed.load(Ordering::SeqCst) {
+                            let e = o
+                                .out
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .failed
+                                .take();
+                            let e = e.unwrap_or_else(|| io::Error::other("writing stdout failed"));
                             let _ = events.send(Event::Failed(e.into()));
                             return;
                         }
