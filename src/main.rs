@@ -1,7 +1,7 @@
 //! `cqrs`: the command line, and the wiring: the registry of aggregates, the store, the node on
 //! its writer thread, and the stdio front end. See README.md.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
-use cqrs_node::store::{sqlite_file, EventStore, MemoryStore, SqliteStore, StoreError};
+use cqrs_node::store::{
+    sqlite_file, EventStore, MemoryStore, PostgresStore, SqliteStore, StoreError,
+};
 
 const ABOUT: &str = "A CQRS + event-sourcing node: JSON lines on stdin, replies on stdout, \
 events on disk.
@@ -63,12 +65,20 @@ struct StoreArgs {
     /// many streams and as many documents, so that commands look nothing up by text key).
     #[arg(long, default_value_t = Config::default().cache_size, global = true)]
     cache_size: usize,
+    /// Keep the store in this PostgreSQL database, shared with any number of nodes, instead
+    /// of the data directory (libpq's forms: postgresql://user:pass@host:port/db, or
+    /// "host=/socket/dir dbname=db user=u"). See docs/postgres.md.
+    #[arg(long, env = "CQRS_POSTGRES_URL", value_name = "URL", global = true)]
+    postgres: Option<String>,
+    /// The PostgreSQL schema that holds the store's tables (several stores in one database).
+    #[arg(long, value_name = "NAME", default_value = "cqrs", global = true)]
+    postgres_schema: String,
 }
 
 #[derive(Args)]
 struct RunArgs {
     /// Keep everything in memory; write no file at all.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "postgres")]
     in_memory: bool,
     /// How long each commandId is remembered: a number and a unit, s, m, h or d (e.g. 30d;
     /// default: for ever). Older ids are forgotten when the node starts; a retry after that
@@ -109,21 +119,8 @@ fn main() -> ExitCode {
     let registry = Arc::new(cqrs_node::registry());
     let result = match cli.command {
         None => serve(&cli.store, cli.run, registry),
-        Some(Command::Rebuild) => each_store(&cli.store, "rebuild", |path, store| {
-            let applied = projection::rebuild(store, &registry.projections())?;
-            println!("{}: rebuilt from {applied} events", path.display());
-            Ok(true)
-        }),
-        Some(Command::Check) => each_store(&cli.store, "check", |path, store| {
-            let problems = projection::verify(store, &registry.projections())?;
-            for p in &problems {
-                println!("{}: {p}", path.display());
-            }
-            if problems.is_empty() {
-                println!("{}: ok", path.display());
-            }
-            Ok(problems.is_empty())
-        }),
+        Some(Command::Rebuild) => each_store(&cli.store, Job::Rebuild, &registry),
+        Some(Command::Check) => each_store(&cli.store, Job::Check, &registry),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -180,6 +177,15 @@ fn serve(
         stdio::serve(&options, service, move |_id| {
             open_node(MemoryStore::new(), registry, &config)
         })?
+    } else if let Some(url) = &store.postgres {
+        let (url, schema) = (url.clone(), store.postgres_schema.clone());
+        let service = Nodes::<PostgresStore>::new(registry.clone());
+        stdio::serve(&options, service, move |_id| {
+            let mut store = PostgresStore::open(&url, &schema)?;
+            store.set_cache_size(config.cache_size);
+            tracing::info!(schema = %schema, "PostgreSQL store opened");
+            open_node(store, registry, &config)
+        })?
     } else {
         let data_dir = store.data_dir.clone();
         let service = Nodes::<SqliteStore>::new(registry.clone());
@@ -204,12 +210,55 @@ fn serve(
     Ok(true)
 }
 
-/// Runs `f` on the named store, or on every `*.db` store in the data directory.
+#[derive(Clone, Copy)]
+enum Job {
+    Rebuild,
+    Check,
+}
+
+/// Runs `job` on one store (`name` in what it prints); whether it found nothing wrong.
+fn run_job<S: EventStore>(
+    name: &str,
+    store: &mut S,
+    job: Job,
+    registry: &cqrs_node::plugin::Registry,
+) -> Result<bool, StoreError> {
+    match job {
+        Job::Rebuild => {
+            let applied = projection::rebuild(store, &registry.projections())?;
+            println!("{name}: rebuilt from {applied} events");
+            Ok(true)
+        }
+        Job::Check => {
+            let problems = projection::verify(store, &registry.projections())?;
+            for p in &problems {
+                println!("{name}: {p}");
+            }
+            if problems.is_empty() {
+                println!("{name}: ok");
+            }
+            Ok(problems.is_empty())
+        }
+    }
+}
+
+/// Runs `job` on the PostgreSQL store, or on the named SQLite store, or on every `*.db` store
+/// in the data directory.
 fn each_store(
     args: &StoreArgs,
-    what: &str,
-    mut f: impl FnMut(&Path, &mut SqliteStore) -> Result<bool, StoreError>,
+    job: Job,
+    registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, Box<dyn std::error::Error>> {
+    let what = match job {
+        Job::Rebuild => "rebuild",
+        Job::Check => "check",
+    };
+    if let Some(url) = &args.postgres {
+        let mut store = PostgresStore::open(url, &args.postgres_schema)?;
+        store.set_cache_size(args.cache_size);
+        let name = format!("postgres schema {}", args.postgres_schema);
+        return Ok(run_job(&name, &mut store, job, registry)?);
+    }
     let paths = match &args.node_id {
         Some(id) => vec![sqlite_file(&args.data_dir, id)],
         None => {
@@ -232,7 +281,7 @@ fn each_store(
         }
         let mut store = SqliteStore::open(&path)?;
         store.set_cache_size(args.cache_size);
-        all_ok &= f(&path, &mut store)?;
+        all_ok &= run_job(&path.display().to_string(), &mut store, job, registry)?;
     }
     Ok(all_ok)
 }

@@ -114,11 +114,13 @@ macro_rules! delegate_store_read {
 
 mod faulty;
 mod memory;
+mod postgres;
 mod sqlite;
 pub mod testing;
 
 pub use faulty::{Faults, FaultyStore, FaultyTx, Op, Plan};
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// The file that holds a node's SQLite store in `data_dir`: the node id, with every byte other
