@@ -218,6 +218,8 @@ pub struct PostgresStore {
     known: RefCell<HashMap<StreamId, Known>>,
     /// The head when `known` was last true; `None`: unknown (start, or after a failed commit).
     known_head: Option<Position>,
+    /// `known` holds every stream (then a stream it does not hold has no events).
+    complete: std::cell::Cell<bool>,
     capacity: usize,
 }
 
@@ -298,6 +300,7 @@ impl PostgresStore {
             conn: RefCell::new(None),
             known: RefCell::new(HashMap::new()),
             known_head: None,
+            complete: std::cell::Cell::new(false),
             capacity: 100_000,
         };
         store.with_conn(|_| Ok(()))?;
@@ -444,11 +447,13 @@ impl PostgresStore {
     /// Keeps what is known of a stream (true as of `known_head`); when full, forgets all.
     fn remember(&self, stream: StreamId, known: Known) {
         if self.capacity == 0 {
+            self.complete.set(false);
             return;
         }
         let mut map = self.known.borrow_mut();
         if map.len() >= self.capacity && !map.contains_key(&stream) {
             map.clear();
+            self.complete.set(false);
         }
         map.insert(stream, known);
     }
@@ -677,19 +682,10 @@ impl PostgresTx<'_> {
     fn catch_up(&mut self, head: Position) -> Result<()> {
         let store = &mut *self.store;
         let known_head = match store.known_head {
-            Some(h) if h <= head => h,
-            _ => {
-                store.known.get_mut().clear();
-                store.known_head = Some(head);
-                return Ok(());
-            }
+            Some(h) if h <= head && head - h <= store.capacity as u64 / 2 => h,
+            _ => return self.load_all(head),
         };
         if known_head == head {
-            return Ok(());
-        }
-        if head - known_head > store.capacity as u64 / 2 {
-            store.known.get_mut().clear();
-            store.known_head = Some(head);
             return Ok(());
         }
         let rows = store.with_conn(|c| {
@@ -701,14 +697,56 @@ impl PostgresTx<'_> {
                 category: utf8(r.get(0), "a category")?,
                 id: utf8(r.get(1), "a stream id")?,
             };
-            if let Some(k) = store.known.get_mut().get_mut(&stream) {
-                *k = Known {
-                    no: Some(r.get(2)),
-                    version: to_u64(r.get(3))?,
-                };
+            let known = Known {
+                no: Some(r.get(2)),
+                version: to_u64(r.get(3))?,
+            };
+            if store.complete.get() {
+                store.remember(stream, known);
+            } else if let Some(k) = store.known.get_mut().get_mut(&stream) {
+                *k = known;
             }
         }
         store.known_head = Some(head);
+        Ok(())
+    }
+
+    /// Starts what the store knows again at `head`: every stream if they fit in its capacity
+    /// (then a stream it does not know has no events, and creating one costs no lookup),
+    /// otherwise none.
+    fn load_all(&mut self, head: Position) -> Result<()> {
+        let store = &mut *self.store;
+        store.known.get_mut().clear();
+        store.complete.set(false);
+        store.known_head = Some(head);
+        if store.capacity == 0 {
+            return Ok(());
+        }
+        let limit = i64::try_from(store.capacity).unwrap_or(i64::MAX - 1) + 1;
+        let rows = store.with_conn(|c| {
+            c.client.query(
+                "SELECT category, stream, stream_no, version FROM streams LIMIT $1",
+                &[&limit],
+            )
+        })?;
+        if rows.len() > store.capacity {
+            return Ok(());
+        }
+        let map = store.known.get_mut();
+        for r in &rows {
+            let stream = StreamId {
+                category: utf8(r.get(0), "a category")?,
+                id: utf8(r.get(1), "a stream id")?,
+            };
+            map.insert(
+                stream,
+                Known {
+                    no: Some(r.get(2)),
+                    version: to_u64(r.get(3))?,
+                },
+            );
+        }
+        store.complete.set(true);
         Ok(())
     }
 
@@ -724,6 +762,12 @@ impl PostgresTx<'_> {
         if let Some(k) = self.store.known.borrow().get(stream) {
             return Ok(*k);
         }
+        if self.store.complete.get() {
+            return Ok(Known {
+                no: None,
+                version: 0,
+            });
+        }
         let k = self.store.read_stream_version(stream)?;
         self.store.remember(stream.clone(), k);
         Ok(k)
@@ -734,8 +778,9 @@ impl PostgresTx<'_> {
             return;
         }
         self.open = false;
-        // What the store knew may count appends that are not stored.
-        self.store.known_head = None;
+        // What the store knows is unchanged: this transaction's appends are only in
+        // `self.streams`, and what it looked up is committed state. (If a failed COMMIT did
+        // commit, the next catch-up finds its events after `known_head`.)
         // On the connection the transaction is on; a lost one took the transaction with it.
         let mut slot = self.store.conn.borrow_mut();
         if let Some(c) = slot.as_mut() {
@@ -1089,6 +1134,7 @@ impl PostgresTx<'_> {
                         ),
                         None => {
                             store.known.get_mut().remove(&s);
+                            store.complete.set(false);
                         }
                     }
                 }
