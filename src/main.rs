@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
-use cqrs_node::store::{sqlite_file, EventStore, MemoryStore, SqliteStore, StoreError};
+use cqrs_node::store::{sqlite_file, EventStore, MemoryStore, SqliteStore, StoreError, Upcasted};
 
 const ABOUT: &str = "A CQRS + event-sourcing node: JSON lines on stdin, replies on stdout, \
 events on disk.
@@ -110,12 +110,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => serve(&cli.store, cli.run, registry),
         Some(Command::Rebuild) => each_store(&cli.store, "rebuild", |path, store| {
-            let applied = projection::rebuild(store, &registry.projections())?;
+            let mut store = Upcasted::new(store, registry.upcasters());
+            let applied = projection::rebuild(&mut store, &registry.projections())?;
             println!("{}: rebuilt from {applied} events", path.display());
             Ok(true)
         }),
         Some(Command::Check) => each_store(&cli.store, "check", |path, store| {
-            let problems = projection::verify(store, &registry.projections())?;
+            let store = Upcasted::new(store, registry.upcasters());
+            let problems = projection::verify(&store, &registry.projections())?;
             for p in &problems {
                 println!("{}: {p}", path.display());
             }
@@ -208,7 +210,7 @@ fn serve(
 fn each_store(
     args: &StoreArgs,
     what: &str,
-    mut f: impl FnMut(&Path, &mut SqliteStore) -> Result<bool, StoreError>,
+    mut f: impl FnMut(&Path, SqliteStore) -> Result<bool, StoreError>,
 ) -> Result<bool, Box<dyn std::error::Error>> {
     let paths = match &args.node_id {
         Some(id) => vec![sqlite_file(&args.data_dir, id)],
@@ -232,7 +234,7 @@ fn each_store(
         }
         let mut store = SqliteStore::open(&path)?;
         store.set_cache_size(args.cache_size);
-        all_ok &= f(&path, &mut store)?;
+        all_ok &= f(&path, store)?;
     }
     Ok(all_ok)
 }
