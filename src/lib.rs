@@ -24,6 +24,8 @@
 //!   replies, one store transaction per batch (group commit); [`node::writer`] runs it on one
 //!   writer thread behind cloneable handles that any number of front ends submit to.
 //! * [`protocol`]: the wire of the JSON-lines protocol: envelopes, request bodies, reply bodies.
+//! * [`export`]: `cqrs export` / `cqrs import`: the log and the command ids as JSON lines, and
+//!   their checked load into an empty store (docs/export.md).
 //! * [`stdio`]: the stdin/stdout front end: a reader thread (line framing, envelopes) that
 //!   submits to the writer, and replies written as envelopes.
 //! * [`testkit`]: not used by the node: the harness that runs it as a process and the model of
@@ -38,6 +40,7 @@
 
 pub mod domain;
 pub mod engine;
+pub mod export;
 pub mod json;
 pub mod node;
 pub mod plugin;
