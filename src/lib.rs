@@ -10,7 +10,9 @@
 //! * [`timestamp`]: event times, RFC 3339 in and out; [`json`]: fast JSON writing helpers.
 //! * [`store`]: the event store, the source of truth. The [`store::EventStore`] trait, with
 //!   [`store::MemoryStore`] and the durable [`store::SqliteStore`]; [`store::FaultyStore`] wraps
-//!   either to inject failures in tests; [`store::testing`] is the suite every store passes.
+//!   either to inject failures in tests; [`store::testing`] is the suite every store passes;
+//!   [`store::upcast`]: every event carries its data's schema, and [`store::Upcasted`] reads
+//!   events in their type's current schema through the aggregates' upcasters.
 //! * [`domain`]: aggregates as pure functions, `decide` and `evolve`; [`domain::user`] is the
 //!   `User` aggregate; [`domain::testing`] runs given/when/then tests against any aggregate.
 //! * [`engine`]: runs a command against any aggregate: load (snapshot + replay), decide, append
