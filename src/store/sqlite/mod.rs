@@ -290,7 +290,7 @@ impl StoreWrite for SqliteTx<'_> {
                 event.event_type,
                 event.timestamp.nanos(),
                 event.data,
-                event.schema.0,
+                i64::from(event.schema.0),
             ])
             .map_err(sql_error)?;
             recorded.push(event);
