@@ -108,6 +108,35 @@ fn an_old_user_created_is_read_in_the_current_shape_everywhere() {
         "{:?}",
         export.rest
     );
+    let moved = tempdir();
+    let file = export.rest.join("\n") + "\n";
+    let mut import = n1_on(moved.path());
+    import.arg("import").stdin(std::process::Stdio::piped());
+    let mut child = import
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), file.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(stored(moved.path(), "old"), (0, old.to_string()));
+    let mut node = Node::spawn(&mut n1_on(moved.path()));
+    assert_eq!(
+        ask(&mut node, get_user(8, "old")),
+        r#"{"id":"old","name":"Renamed","email":"old@example.com"}"#
+    );
+    assert_eq!(
+        ask(
+            &mut node,
+            query(
+                9,
+                "GetUserAtVersion",
+                json!({"userId": "old", "version": 1})
+            )
+        ),
+        r#"{"id":"old","name":"Old Timer","email":"old@example.com","at_version":1}"#
+    );
+    node.finish().assert_clean();
 }
 
 #[test]

@@ -508,6 +508,75 @@ mod tests {
         assert_eq!(tx.head().unwrap(), 4, "nothing of the refused append");
     }
 
+    /// A step that works from any schema: it moves `at` on by one and notes where it was.
+    fn step(mut data: Map<String, Value>) -> Result<Map<String, Value>, String> {
+        let at = data["at"].as_u64().ok_or("no at")?;
+        data["trail"]
+            .as_array_mut()
+            .ok_or("no trail")?
+            .push(at.into());
+        data["at"] = (at + 1).into();
+        Ok(data)
+    }
+
+    proptest::proptest! {
+        /// For any upcasters (some steps missing) and events of any schema: every read path
+        /// gives an event in its type's current schema, having gone through each step from its
+        /// own schema exactly once in order, or fails as corrupt exactly when a step is missing
+        /// or the schema is newer than the current one; the store keeps what was written.
+        #[test]
+        fn reads_go_through_every_step_or_fail(
+            steps in proptest::collection::btree_set((0usize..2, 0u32..6), 0..8),
+            events in proptest::collection::vec((0usize..3, 0u32..8), 1..20),
+        ) {
+            const TYPES: [&str; 3] = ["A", "B", "C"];
+            let list: Vec<Upcaster> = steps
+                .iter()
+                .map(|&(t, from)| Upcaster { event_type: TYPES[t], from: Schema(from), upcast: step })
+                .collect();
+            let mut upcasters = Upcasters::new();
+            upcasters.add(&list);
+            let mut inner = MemoryStore::new();
+            let mut tx = inner.begin().unwrap();
+            let written: Vec<NewEvent> = events
+                .iter()
+                .map(|&(t, schema)| {
+                    event(TYPES[t], schema, &format!(r#"{{"at":{schema},"trail":[]}}"#))
+                })
+                .collect();
+            let s = StreamId::new("C", "a");
+            tx.append(&s, ExpectedVersion::Any, written.clone()).unwrap();
+            tx.commit().unwrap();
+            let store = Upcasted::new(inner, Arc::new(upcasters));
+            for (i, &(t, schema)) in events.iter().enumerate() {
+                let current = current(&list, TYPES[t]);
+                let reachable = schema <= current.0
+                    && (schema..current.0).all(|k| steps.contains(&(t, k)));
+                let got = store.read_all(i as u64, 1);
+                let mut lent = None;
+                let visited = store.visit_stream(&s, i as u64, Upto::Version(i as u64 + 1), &mut |e| {
+                    lent = Some((e.schema, e.data.to_string()));
+                    Ok(())
+                });
+                if reachable {
+                    let trail: Vec<u32> = (schema..current.0).collect();
+                    let want = serde_json::json!({"at": current.0, "trail": trail}).to_string();
+                    let got = got.unwrap();
+                    proptest::prop_assert_eq!((got[0].schema, got[0].data.clone()), (current, want.clone()));
+                    visited.unwrap();
+                    proptest::prop_assert_eq!(lent, Some((current, want)));
+                } else {
+                    proptest::prop_assert!(matches!(got, Err(StoreError::Corrupt(_))));
+                    proptest::prop_assert!(matches!(visited, Err(StoreError::Corrupt(_))));
+                }
+            }
+            let stored: Vec<(Schema, String)> = store.inner().read_all(0, 100).unwrap()
+                .into_iter().map(|e| (e.schema, e.data)).collect();
+            let kept: Vec<(Schema, String)> = written.into_iter().map(|e| (e.schema, e.data)).collect();
+            proptest::prop_assert_eq!(stored, kept);
+        }
+    }
+
     #[test]
     #[should_panic(expected = "two upcasters of 'Made' from schema 1")]
     fn two_upcasters_from_one_schema_are_refused() {
