@@ -427,7 +427,14 @@ fn read_into<T: StoreWrite>(tx: &mut T, mut input: impl BufRead) -> Result<Count
                     StoreError::Corrupt(m) => bad(n, m),
                     other => Error::Store(other),
                 })?;
-            debug_assert_eq!(recorded.first().map(|r| r.position), Some(position));
+            // The store numbers the log itself: on an empty store, as the file does.
+            let given = recorded.first().map(|r| r.position);
+            if given != Some(position) {
+                return Err(StoreError::Corrupt(format!(
+                    "line {n}: the store gave the event position {given:?}, the file {position}"
+                ))
+                .into());
+            }
             streams.insert(event.stream, (event.version, time));
             counts.events += 1;
             if counts.events.is_multiple_of(PROGRESS_EVERY) {
