@@ -141,8 +141,16 @@ fn line(out: &mut impl Write, value: &impl Serialize) -> Result<(), Error> {
     out.write_all(b"\n").map_err(io)
 }
 
-/// Writes `store`'s log and command ids to `out` (flushed at the end), events as stored.
-pub fn export(store: &impl StoreRead, out: &mut impl Write) -> Result<Counts, Error> {
+/// Writes `store`'s log and command ids to `out` (flushed at the end), events as stored, all
+/// read inside one transaction (rolled back: it writes nothing), so that on a store that other
+/// nodes write to, the command ids exported are those of the events exported.
+pub fn export<S: EventStore>(store: &mut S, out: &mut impl Write) -> Result<Counts, Error> {
+    let tx = store.begin()?;
+    export_from(&tx, out)
+}
+
+/// [`export`], reading from `store` as it is (a transaction, or a store no one else writes).
+pub fn export_from(store: &impl StoreRead, out: &mut impl Write) -> Result<Counts, Error> {
     let head = store.head()?;
     let header = Header {
         format: FORMAT.into(),
@@ -505,7 +513,7 @@ mod tests {
 
     fn exported(store: &impl StoreRead) -> String {
         let mut out = Vec::new();
-        export(store, &mut out).unwrap();
+        export_from(store, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 

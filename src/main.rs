@@ -313,7 +313,7 @@ fn export(args: &StoreArgs, out: Option<&Path>) -> Result<bool, Box<dyn std::err
             let f = std::fs::File::create(file)
                 .map_err(|e| format!("export: cannot create {}: {e}", file.display()))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let counts = cqrs_node::export::export(&store, &mut w).map_err(failed)?;
+            let counts = cqrs_node::export::export(&mut store, &mut w).map_err(failed)?;
             let f = w
                 .into_inner()
                 .map_err(|e| format!("export: {}: {}", file.display(), e.error()))?;
@@ -324,7 +324,7 @@ fn export(args: &StoreArgs, out: Option<&Path>) -> Result<bool, Box<dyn std::err
         None => {
             let stdout = std::io::stdout().lock();
             let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout);
-            cqrs_node::export::export(&store, &mut w).map_err(failed)?
+            cqrs_node::export::export(&mut store, &mut w).map_err(failed)?
         }
     };
     tracing::info!(
