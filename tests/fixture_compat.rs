@@ -65,6 +65,44 @@ fn assert_replies(dir: &Path) {
     assert_eq!(got, want);
 }
 
+/// The fixture is frozen: its files are those cqrs 0.1.0 made (SHA-256). Opening `store.db` in
+/// place (with `sqlite3`, say) may change it: the tests copy it first, and so should anyone.
+#[test]
+fn the_fixture_files_are_as_they_were_made() {
+    use sha2::{Digest, Sha256};
+    let frozen = [
+        (
+            "commands.jsonl",
+            "b8be2ab634e9bb64b21e7cc61ce154c3f38e2fd065a38540093f1f4936764dc8",
+        ),
+        (
+            "export.jsonl",
+            "68336e51ac3a5a7751401e68976dc91daafb8f70de771a6fb4513d631c8ac3cc",
+        ),
+        (
+            "queries.jsonl",
+            "7fd6c747e223c638cea6683e9c6249166b5c15bd043c32899188cdbc12d4e49a",
+        ),
+        (
+            "replies.jsonl",
+            "8344374d629d813fe9fa3bbc724d85027bbe675d6ed87e438436ece0754fe9f8",
+        ),
+        (
+            "store.db",
+            "f076b42be67e5ca13b030f4a85e94f81e117925924b30a86b902264385ffe925",
+        ),
+    ];
+    for (name, want) in frozen {
+        let digest = Sha256::digest(std::fs::read(fixture(name)).unwrap());
+        let got: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(got, want, "tests/fixtures/v1/{name} changed: v1 is frozen");
+    }
+    // Only the store file: a WAL beside it would be read with it.
+    for leftover in ["store.db-wal", "store.db-shm"] {
+        assert!(!fixture(leftover).exists(), "tests/fixtures/v1/{leftover}");
+    }
+}
+
 #[test]
 fn the_frozen_store_answers_every_query_as_it_did() {
     let dir = tempdir();
