@@ -75,7 +75,8 @@ struct StoreArgs {
     )]
     data_dir: PathBuf,
     /// The node's id (default: an `init`'s node_id, else the first message's dest). For
-    /// `rebuild` and `check`: the store to work on (default: every store in the directory).
+    /// `rebuild` and `check`: the store to work on (default: every store in the directory); for
+    /// `export`, the store to read (default: the only one); for `import`, the store to fill.
     #[arg(long, env = "CQRS_NODE_ID", global = true)]
     node_id: Option<String>,
     /// Aggregates kept in memory between commands (and, on the durable store, the numbers of as
