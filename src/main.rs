@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
-use cqrs_node::store::{sqlite_file, EventStore, MemoryStore, SqliteStore, StoreError};
+use cqrs_node::store::{sqlite_file, EventStore, MemoryStore, SqliteStore, StoreError, Upcasted};
 
 const ABOUT: &str = "A CQRS + event-sourcing node: JSON lines on stdin, replies on stdout, \
 events on disk.
@@ -20,10 +20,12 @@ standard error. It stops at the end of input (everything acknowledged is durable
 SIGTERM/SIGINT (after answering the batch in hand).";
 
 const EXIT_CODES: &str = "Exit status:
-  0  served until the end of input or a signal; `rebuild` done; `check` found nothing wrong
+  0  served until the end of input or a signal; `rebuild`, `export` or `import` done; `check`
+     found nothing wrong
   1  `check` found a difference (printed on stdout)
   2  could not start or run: bad options, the store is in use by another process, the store
-     cannot be opened, created or read, standard output failed (the reason is on stderr)";
+     cannot be opened, created or read, standard output failed, `import` of a damaged file or
+     into a store that is not empty (the reason is on stderr)";
 
 #[derive(Parser)]
 #[command(name = "cqrs", version, about = ABOUT, after_help = EXIT_CODES)]
@@ -42,6 +44,23 @@ enum Command {
     Rebuild,
     /// Check the log's shape and that every projection equals a full replay; exit 1 if not.
     Check,
+    /// Write the store's event log and command ids as JSON lines (docs/export.md), to standard
+    /// output or a file. The store: --node-id's, else the only one in the data directory.
+    Export {
+        /// Write to FILE (fsync'd at the end) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Load a file written by `cqrs export` into the empty store of --node-id, in one
+    /// transaction, and build its read models; a damaged file stores nothing.
+    Import {
+        /// Read FILE instead of standard input.
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Only check the file: import it into memory and write nothing.
+        #[arg(long = "in-memory", id = "import_in_memory")]
+        in_memory: bool,
+    },
 }
 
 /// Where the store is: given before or after a subcommand alike.
@@ -56,7 +75,8 @@ struct StoreArgs {
     )]
     data_dir: PathBuf,
     /// The node's id (default: an `init`'s node_id, else the first message's dest). For
-    /// `rebuild` and `check`: the store to work on (default: every store in the directory).
+    /// `rebuild` and `check`: the store to work on (default: every store in the directory); for
+    /// `export`, the store to read (default: the only one); for `import`, the store to fill.
     #[arg(long, env = "CQRS_NODE_ID", global = true)]
     node_id: Option<String>,
     /// Aggregates kept in memory between commands (and, on the durable store, the numbers of as
@@ -110,12 +130,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => serve(&cli.store, cli.run, registry),
         Some(Command::Rebuild) => each_store(&cli.store, "rebuild", |path, store| {
-            let applied = projection::rebuild(store, &registry.projections())?;
+            let mut store = Upcasted::new(store, registry.upcasters());
+            let applied = projection::rebuild(&mut store, &registry.projections())?;
             println!("{}: rebuilt from {applied} events", path.display());
             Ok(true)
         }),
         Some(Command::Check) => each_store(&cli.store, "check", |path, store| {
-            let problems = projection::verify(store, &registry.projections())?;
+            let store = Upcasted::new(store, registry.upcasters());
+            let problems = projection::verify(&store, &registry.projections())?;
             for p in &problems {
                 println!("{}: {p}", path.display());
             }
@@ -124,6 +146,19 @@ fn main() -> ExitCode {
             }
             Ok(problems.is_empty())
         }),
+        Some(Command::Export { out }) => {
+            if cli.run.in_memory {
+                Err("export: --in-memory: an in-memory store has nothing to export".into())
+            } else {
+                export(&cli.store, out.as_deref())
+            }
+        }
+        Some(Command::Import { input, in_memory }) => import(
+            &cli.store,
+            input.as_deref(),
+            in_memory || cli.run.in_memory,
+            &registry,
+        ),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -208,7 +243,7 @@ fn serve(
 fn each_store(
     args: &StoreArgs,
     what: &str,
-    mut f: impl FnMut(&Path, &mut SqliteStore) -> Result<bool, StoreError>,
+    mut f: impl FnMut(&Path, SqliteStore) -> Result<bool, StoreError>,
 ) -> Result<bool, Box<dyn std::error::Error>> {
     let paths = match &args.node_id {
         Some(id) => vec![sqlite_file(&args.data_dir, id)],
@@ -232,7 +267,111 @@ fn each_store(
         }
         let mut store = SqliteStore::open(&path)?;
         store.set_cache_size(args.cache_size);
-        all_ok &= f(&path, &mut store)?;
+        all_ok &= f(&path, store)?;
     }
     Ok(all_ok)
+}
+
+/// The store `export` reads: the named one, else the only one in the data directory.
+fn one_store(args: &StoreArgs, what: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let path = match &args.node_id {
+        Some(id) => sqlite_file(&args.data_dir, id),
+        None => {
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.data_dir)
+                .map_err(|e| format!("{what}: {}: {e}", args.data_dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "db"))
+                .collect();
+            paths.sort();
+            match paths.len() {
+                1 => paths.remove(0),
+                0 => return Err(format!("{what}: no store in {}", args.data_dir.display()).into()),
+                n => {
+                    return Err(format!(
+                        "{what}: {n} stores in {}: name one with --node-id",
+                        args.data_dir.display()
+                    )
+                    .into())
+                }
+            }
+        }
+    };
+    if !path.exists() {
+        return Err(format!("{what}: no store at {}", path.display()).into());
+    }
+    Ok(path)
+}
+
+/// `cqrs export`: the store's log and command ids, as stored, to `out` or standard output.
+fn export(args: &StoreArgs, out: Option<&Path>) -> Result<bool, Box<dyn std::error::Error>> {
+    let path = one_store(args, "export")?;
+    let mut store = SqliteStore::open(&path)?;
+    store.set_cache_size(args.cache_size);
+    // Read as stored, not upcast: the export keeps every event's schema and data.
+    let failed = |e: cqrs_node::export::Error| format!("export: {e}");
+    let counts = match out {
+        Some(file) => {
+            let f = std::fs::File::create(file)
+                .map_err(|e| format!("export: cannot create {}: {e}", file.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let counts = cqrs_node::export::export(&mut store, &mut w).map_err(failed)?;
+            let f = w
+                .into_inner()
+                .map_err(|e| format!("export: {}: {}", file.display(), e.error()))?;
+            f.sync_all()
+                .map_err(|e| format!("export: {}: {e}", file.display()))?;
+            counts
+        }
+        None => {
+            let stdout = std::io::stdout().lock();
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout);
+            cqrs_node::export::export(&mut store, &mut w).map_err(failed)?
+        }
+    };
+    tracing::info!(
+        events = counts.events,
+        command_ids = counts.command_ids,
+        "exported {}",
+        path.display()
+    );
+    Ok(true)
+}
+
+/// `cqrs import`: an export into the empty store of `--node-id` (or into memory, to check it).
+fn import(
+    args: &StoreArgs,
+    input: Option<&Path>,
+    in_memory: bool,
+    registry: &cqrs_node::plugin::Registry,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let reader: Box<dyn std::io::BufRead> = match input {
+        Some(file) => Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(file)
+                .map_err(|e| format!("import: cannot open {}: {e}", file.display()))?,
+        )),
+        None => Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
+    };
+    let failed = |e: cqrs_node::export::Error| format!("import: {e}");
+    let projections = registry.projections();
+    let (shown, counts) = if in_memory {
+        let mut store = Upcasted::new(MemoryStore::new(), registry.upcasters());
+        let counts = cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
+        ("in memory (nothing kept)".to_string(), counts)
+    } else {
+        let Some(id) = &args.node_id else {
+            return Err("import: --node-id is required: it names the store to fill".into());
+        };
+        let path = sqlite_file(&args.data_dir, id);
+        let mut store = SqliteStore::open(&path)?;
+        store.set_cache_size(args.cache_size);
+        let mut store = Upcasted::new(store, registry.upcasters());
+        let counts = cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
+        (path.display().to_string(), counts)
+    };
+    println!(
+        "{shown}: imported {} events and {} command ids",
+        counts.events, counts.command_ids
+    );
+    Ok(true)
 }
