@@ -239,6 +239,17 @@ fn serve(
     Ok(true)
 }
 
+/// The `*.db` stores in the data directory, sorted.
+fn stores_in(args: &StoreArgs, what: &str) -> Result<Vec<PathBuf>, Box<dyn std::error::Error>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.data_dir)
+        .map_err(|e| format!("{what}: {}: {e}", args.data_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// Runs `f` on the named store, or on every `*.db` store in the data directory.
 fn each_store(
     args: &StoreArgs,
@@ -247,15 +258,7 @@ fn each_store(
 ) -> Result<bool, Box<dyn std::error::Error>> {
     let paths = match &args.node_id {
         Some(id) => vec![sqlite_file(&args.data_dir, id)],
-        None => {
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.data_dir)
-                .map_err(|e| format!("{what}: {}: {e}", args.data_dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "db"))
-                .collect();
-            paths.sort();
-            paths
-        }
+        None => stores_in(args, what)?,
     };
     if paths.is_empty() {
         return Err(format!("{what}: no store in {}", args.data_dir.display()).into());
@@ -277,12 +280,7 @@ fn one_store(args: &StoreArgs, what: &str) -> Result<PathBuf, Box<dyn std::error
     let path = match &args.node_id {
         Some(id) => sqlite_file(&args.data_dir, id),
         None => {
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.data_dir)
-                .map_err(|e| format!("{what}: {}: {e}", args.data_dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "db"))
-                .collect();
-            paths.sort();
+            let mut paths = stores_in(args, what)?;
             match paths.len() {
                 1 => paths.remove(0),
                 0 => return Err(format!("{what}: no store in {}", args.data_dir.display()).into()),
