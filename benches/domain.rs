@@ -124,6 +124,7 @@ fn recorded(e: &UserEvent, version: u64) -> RecordedEvent {
         version,
         position: version,
         event_type: e.event_type().to_string(),
+        schema: cqrs_node::store::FIRST_SCHEMA,
         timestamp: Timestamp(1_704_067_200_000_000_000),
         data: e.to_data(),
     }

@@ -17,6 +17,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 fn event(i: u64) -> NewEvent {
     NewEvent {
         event_type: "UserCreated".into(),
+        schema: cqrs_node::store::FIRST_SCHEMA,
         timestamp: Timestamp(1_704_067_200_000_000_000 + i as i64),
         data: format!(
             r#"{{"id":"user-{i}","name":"Ada Lovelace {i}.0","email":"u{i}@example.com"}}"#

@@ -48,6 +48,7 @@ fn fill<S: EventStore>(store: &mut S, every: u64) {
         };
         let new = NewEvent {
             event_type: e.event_type().to_string(),
+            schema: cqrs_node::store::FIRST_SCHEMA,
             timestamp: time(v),
             data: e.to_data(),
         };

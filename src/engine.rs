@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 
 use crate::domain::{Aggregate, DomainEvent, Rejection};
 use crate::store::{
-    EventView, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StoreError, StoreRead,
+    upcast, EventView, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StoreError, StoreRead,
     StoreWrite, StreamId, Upto, Version,
 };
 use crate::timestamp::Timestamp;
@@ -362,6 +362,7 @@ fn execute_on<A: Aggregate, T: StoreWrite + ?Sized>(
         .iter()
         .map(|e| NewEvent {
             event_type: e.event_type().to_string(),
+            schema: upcast::current(A::Event::UPCASTERS, e.event_type()),
             timestamp: time,
             data: e.to_data(),
         })
@@ -476,6 +477,7 @@ mod tests {
             ExpectedVersion::Exact(at),
             vec![NewEvent {
                 event_type: "UserRenamed".into(),
+                schema: crate::store::FIRST_SCHEMA,
                 timestamp: Timestamp::now(),
                 data: format!(r#"{{"name":"{name}"}}"#),
             }],

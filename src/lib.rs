@@ -10,7 +10,9 @@
 //! * [`timestamp`]: event times, RFC 3339 in and out; [`json`]: fast JSON writing helpers.
 //! * [`store`]: the event store, the source of truth. The [`store::EventStore`] trait, with
 //!   [`store::MemoryStore`] and the durable [`store::SqliteStore`]; [`store::FaultyStore`] wraps
-//!   either to inject failures in tests; [`store::testing`] is the suite every store passes.
+//!   either to inject failures in tests; [`store::testing`] is the suite every store passes;
+//!   [`store::upcast`]: every event carries its data's schema, and [`store::Upcasted`] reads
+//!   events in their type's current schema through the aggregates' upcasters.
 //! * [`domain`]: aggregates as pure functions, `decide` and `evolve`; [`domain::user`] is the
 //!   `User` aggregate; [`domain::testing`] runs given/when/then tests against any aggregate.
 //! * [`engine`]: runs a command against any aggregate: load (snapshot + replay), decide, append
@@ -24,6 +26,8 @@
 //!   replies, one store transaction per batch (group commit); [`node::writer`] runs it on one
 //!   writer thread behind cloneable handles that any number of front ends submit to.
 //! * [`protocol`]: the wire of the JSON-lines protocol: envelopes, request bodies, reply bodies.
+//! * [`export`]: `cqrs export` / `cqrs import`: the log and the command ids as JSON lines, and
+//!   their checked load into an empty store (docs/export.md).
 //! * [`stdio`]: the stdin/stdout front end: a reader thread (line framing, envelopes) that
 //!   submits to the writer, and replies written as envelopes.
 //! * [`testkit`]: not used by the node: the harness that runs it as a process and the model of
@@ -38,6 +42,7 @@
 
 pub mod domain;
 pub mod engine;
+pub mod export;
 pub mod json;
 pub mod node;
 pub mod plugin;

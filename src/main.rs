@@ -1,7 +1,7 @@
 //! `cqrs`: the command line, and the wiring: the registry of aggregates, the store, the node on
 //! its writer thread, and the stdio front end. See README.md.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
 use cqrs_node::store::{
-    sqlite_file, EventStore, MemoryStore, PostgresStore, SqliteStore, StoreError,
+    sqlite_file, EventStore, MemoryStore, PostgresStore, SqliteStore, StoreError, Upcasted,
 };
 
 const ABOUT: &str = "A CQRS + event-sourcing node: JSON lines on stdin, replies on stdout, \
@@ -22,10 +22,12 @@ standard error. It stops at the end of input (everything acknowledged is durable
 SIGTERM/SIGINT (after answering the batch in hand).";
 
 const EXIT_CODES: &str = "Exit status:
-  0  served until the end of input or a signal; `rebuild` done; `check` found nothing wrong
+  0  served until the end of input or a signal; `rebuild`, `export` or `import` done; `check`
+     found nothing wrong
   1  `check` found a difference (printed on stdout)
   2  could not start or run: bad options, the store is in use by another process, the store
-     cannot be opened, created or read, standard output failed (the reason is on stderr)";
+     cannot be opened, created or read, standard output failed, `import` of a damaged file or
+     into a store that is not empty (the reason is on stderr)";
 
 #[derive(Parser)]
 #[command(name = "cqrs", version, about = ABOUT, after_help = EXIT_CODES)]
@@ -44,6 +46,23 @@ enum Command {
     Rebuild,
     /// Check the log's shape and that every projection equals a full replay; exit 1 if not.
     Check,
+    /// Write the store's event log and command ids as JSON lines (docs/export.md), to standard
+    /// output or a file. The store: --node-id's, else the only one in the data directory.
+    Export {
+        /// Write to FILE (fsync'd at the end) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Load a file written by `cqrs export` into the empty store of --node-id, in one
+    /// transaction, and build its read models; a damaged file stores nothing.
+    Import {
+        /// Read FILE instead of standard input.
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Only check the file: import it into memory and write nothing.
+        #[arg(long = "in-memory", id = "import_in_memory")]
+        in_memory: bool,
+    },
 }
 
 /// Where the store is: given before or after a subcommand alike.
@@ -58,7 +77,8 @@ struct StoreArgs {
     )]
     data_dir: PathBuf,
     /// The node's id (default: an `init`'s node_id, else the first message's dest). For
-    /// `rebuild` and `check`: the store to work on (default: every store in the directory).
+    /// `rebuild` and `check`: the store to work on (default: every store in the directory); for
+    /// `export`, the store to read (default: the only one); for `import`, the store to fill.
     #[arg(long, env = "CQRS_NODE_ID", global = true)]
     node_id: Option<String>,
     /// Aggregates kept in memory between commands (and, on the durable store, the numbers of as
@@ -119,8 +139,27 @@ fn main() -> ExitCode {
     let registry = Arc::new(cqrs_node::registry());
     let result = match cli.command {
         None => serve(&cli.store, cli.run, registry),
-        Some(Command::Rebuild) => each_store(&cli.store, Job::Rebuild, &registry),
-        Some(Command::Check) => each_store(&cli.store, Job::Check, &registry),
+        Some(Command::Rebuild) => each_store(&cli.store, "rebuild", |name, store| match store {
+            AnyStore::Sqlite(s) => rebuild_one(name, s, &registry),
+            AnyStore::Postgres(s) => rebuild_one(name, s, &registry),
+        }),
+        Some(Command::Check) => each_store(&cli.store, "check", |name, store| match store {
+            AnyStore::Sqlite(s) => check_one(name, s, &registry),
+            AnyStore::Postgres(s) => check_one(name, s, &registry),
+        }),
+        Some(Command::Export { out }) => {
+            if cli.run.in_memory {
+                Err("export: --in-memory: an in-memory store has nothing to export".into())
+            } else {
+                export(&cli.store, out.as_deref())
+            }
+        }
+        Some(Command::Import { input, in_memory }) => import(
+            &cli.store,
+            input.as_deref(),
+            in_memory || cli.run.in_memory,
+            &registry,
+        ),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -181,8 +220,7 @@ fn serve(
         let (url, schema) = (url.clone(), store.postgres_schema.clone());
         let service = Nodes::<PostgresStore>::new(registry.clone());
         stdio::serve(&options, service, move |_id| {
-            let mut store = PostgresStore::open(&url, &schema)?;
-            store.set_cache_size(config.cache_size);
+            let store = open_postgres(&url, &schema, config.cache_size)?;
             tracing::info!(schema = %schema, "PostgreSQL store opened");
             open_node(store, registry, &config)
         })?
@@ -210,66 +248,75 @@ fn serve(
     Ok(true)
 }
 
-#[derive(Clone, Copy)]
-enum Job {
-    Rebuild,
-    Check,
+/// The PostgreSQL store of `--postgres` and `--postgres-schema`.
+fn open_postgres(url: &str, schema: &str, cache_size: usize) -> Result<PostgresStore, StoreError> {
+    let mut store = PostgresStore::open(url, schema)?;
+    store.set_cache_size(cache_size);
+    Ok(store)
 }
 
-/// Runs `job` on one store (`name` in what it prints); whether it found nothing wrong.
-fn run_job<S: EventStore>(
+/// `rebuild` on one store (`name` in what it prints).
+fn rebuild_one<S: EventStore>(
     name: &str,
-    store: &mut S,
-    job: Job,
+    store: S,
     registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, StoreError> {
-    match job {
-        Job::Rebuild => {
-            let applied = projection::rebuild(store, &registry.projections())?;
-            println!("{name}: rebuilt from {applied} events");
-            Ok(true)
-        }
-        Job::Check => {
-            let problems = projection::verify(store, &registry.projections())?;
-            for p in &problems {
-                println!("{name}: {p}");
-            }
-            if problems.is_empty() {
-                println!("{name}: ok");
-            }
-            Ok(problems.is_empty())
-        }
-    }
+    let mut store = Upcasted::new(store, registry.upcasters());
+    let applied = projection::rebuild(&mut store, &registry.projections())?;
+    println!("{name}: rebuilt from {applied} events");
+    Ok(true)
 }
 
-/// Runs `job` on the PostgreSQL store, or on the named SQLite store, or on every `*.db` store
-/// in the data directory.
+/// `check` on one store (`name` in what it prints): whether it found nothing wrong.
+fn check_one<S: EventStore>(
+    name: &str,
+    store: S,
+    registry: &cqrs_node::plugin::Registry,
+) -> Result<bool, StoreError> {
+    let store = Upcasted::new(store, registry.upcasters());
+    let problems = projection::verify(&store, &registry.projections())?;
+    for p in &problems {
+        println!("{name}: {p}");
+    }
+    if problems.is_empty() {
+        println!("{name}: ok");
+    }
+    Ok(problems.is_empty())
+}
+
+/// The `*.db` stores in the data directory, sorted.
+fn stores_in(args: &StoreArgs, what: &str) -> Result<Vec<PathBuf>, Box<dyn std::error::Error>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.data_dir)
+        .map_err(|e| format!("{what}: {}: {e}", args.data_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// One store, whichever backend: `rebuild` and `check` run on either.
+#[allow(clippy::large_enum_variant)] // one at a time, moved once
+enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+/// Runs `f` (with the store's name) on the PostgreSQL store, or on the named SQLite store, or
+/// on every `*.db` store in the data directory.
 fn each_store(
     args: &StoreArgs,
-    job: Job,
-    registry: &cqrs_node::plugin::Registry,
+    what: &str,
+    mut f: impl FnMut(&str, AnyStore) -> Result<bool, StoreError>,
 ) -> Result<bool, Box<dyn std::error::Error>> {
-    let what = match job {
-        Job::Rebuild => "rebuild",
-        Job::Check => "check",
-    };
     if let Some(url) = &args.postgres {
-        let mut store = PostgresStore::open(url, &args.postgres_schema)?;
-        store.set_cache_size(args.cache_size);
-        let name = format!("postgres schema {}", args.postgres_schema);
-        return Ok(run_job(&name, &mut store, job, registry)?);
+        let store = open_postgres(url, &args.postgres_schema, args.cache_size)?;
+        let name = format!("PostgreSQL schema {}", args.postgres_schema);
+        return Ok(f(&name, AnyStore::Postgres(store))?);
     }
     let paths = match &args.node_id {
         Some(id) => vec![sqlite_file(&args.data_dir, id)],
-        None => {
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.data_dir)
-                .map_err(|e| format!("{what}: {}: {e}", args.data_dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "db"))
-                .collect();
-            paths.sort();
-            paths
-        }
+        None => stores_in(args, what)?,
     };
     if paths.is_empty() {
         return Err(format!("{what}: no store in {}", args.data_dir.display()).into());
@@ -281,7 +328,131 @@ fn each_store(
         }
         let mut store = SqliteStore::open(&path)?;
         store.set_cache_size(args.cache_size);
-        all_ok &= run_job(&path.display().to_string(), &mut store, job, registry)?;
+        all_ok &= f(&path.display().to_string(), AnyStore::Sqlite(store))?;
     }
     Ok(all_ok)
+}
+
+/// The store `export` reads: the named one, else the only one in the data directory.
+fn one_store(args: &StoreArgs, what: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let path = match &args.node_id {
+        Some(id) => sqlite_file(&args.data_dir, id),
+        None => {
+            let mut paths = stores_in(args, what)?;
+            match paths.len() {
+                1 => paths.remove(0),
+                0 => return Err(format!("{what}: no store in {}", args.data_dir.display()).into()),
+                n => {
+                    return Err(format!(
+                        "{what}: {n} stores in {}: name one with --node-id",
+                        args.data_dir.display()
+                    )
+                    .into())
+                }
+            }
+        }
+    };
+    if !path.exists() {
+        return Err(format!("{what}: no store at {}", path.display()).into());
+    }
+    Ok(path)
+}
+
+/// `cqrs export`: the store's log and command ids, as stored, to `out` or standard output.
+fn export(args: &StoreArgs, out: Option<&Path>) -> Result<bool, Box<dyn std::error::Error>> {
+    if let Some(url) = &args.postgres {
+        let store = open_postgres(url, &args.postgres_schema, args.cache_size)?;
+        let name = format!("PostgreSQL schema {}", args.postgres_schema);
+        return export_store(store, &name, out);
+    }
+    let path = one_store(args, "export")?;
+    let mut store = SqliteStore::open(&path)?;
+    store.set_cache_size(args.cache_size);
+    export_store(store, &path.display().to_string(), out)
+}
+
+/// Writes the export of `store` (named `name` in the log).
+fn export_store<S: EventStore>(
+    mut store: S,
+    name: &str,
+    out: Option<&Path>,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    // Read as stored, not upcast: the export keeps every event's schema and data.
+    let failed = |e: cqrs_node::export::Error| format!("export: {e}");
+    let counts = match out {
+        Some(file) => {
+            let f = std::fs::File::create(file)
+                .map_err(|e| format!("export: cannot create {}: {e}", file.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let counts = cqrs_node::export::export(&mut store, &mut w).map_err(failed)?;
+            let f = w
+                .into_inner()
+                .map_err(|e| format!("export: {}: {}", file.display(), e.error()))?;
+            f.sync_all()
+                .map_err(|e| format!("export: {}: {e}", file.display()))?;
+            counts
+        }
+        None => {
+            let stdout = std::io::stdout().lock();
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout);
+            cqrs_node::export::export(&mut store, &mut w).map_err(failed)?
+        }
+    };
+    tracing::info!(
+        events = counts.events,
+        command_ids = counts.command_ids,
+        "exported {name}"
+    );
+    Ok(true)
+}
+
+/// `cqrs import`: an export into the empty store of `--node-id` (or into memory, to check it).
+fn import(
+    args: &StoreArgs,
+    input: Option<&Path>,
+    in_memory: bool,
+    registry: &cqrs_node::plugin::Registry,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let reader: Box<dyn std::io::BufRead> = match input {
+        Some(file) => Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(file)
+                .map_err(|e| format!("import: cannot open {}: {e}", file.display()))?,
+        )),
+        None => Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
+    };
+    let failed = |e: cqrs_node::export::Error| format!("import: {e}");
+    let projections = registry.projections();
+    let (shown, counts) = if in_memory {
+        let mut store = Upcasted::new(MemoryStore::new(), registry.upcasters());
+        let counts = cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
+        ("in memory (nothing kept)".to_string(), counts)
+    } else {
+        if let Some(url) = &args.postgres {
+            let store = open_postgres(url, &args.postgres_schema, args.cache_size)?;
+            let mut store = Upcasted::new(store, registry.upcasters());
+            let counts =
+                cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
+            let shown = format!("PostgreSQL schema {}", args.postgres_schema);
+            println!(
+                "{shown}: imported {} events and {} command ids",
+                counts.events, counts.command_ids
+            );
+            return Ok(true);
+        }
+        let Some(id) = &args.node_id else {
+            return Err("import: --node-id is required: it names the store to fill".into());
+        };
+        let path = sqlite_file(&args.data_dir, id);
+        let mut store = SqliteStore::open(&path)?;
+        store.set_cache_size(args.cache_size);
+        let mut store = Upcasted::new(store, registry.upcasters());
+        let counts = cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
+        (path.display().to_string(), counts)
+    };
+    println!(
+        "{shown}: imported {} events and {} command ids",
+        counts.events, counts.command_ids
+    );
+    Ok(true)
 }

@@ -63,6 +63,8 @@ fn help_says_what_serving_means_and_lists_the_exit_codes() {
         "--data-dir",
         "rebuild",
         "check",
+        "export",
+        "import",
     ] {
         assert!(text.contains(needle), "--help lacks {needle:?}:\n{text}");
     }

@@ -8,12 +8,22 @@
 //! A new aggregate is a new file here implementing these two traits; the engine, the stores
 //! and the projections need no change.
 
+use crate::store::Upcaster;
+
 pub mod attributes;
 pub mod testing;
 pub mod user;
 
 /// A domain event: a fact, named in the past tense, stored as a type name and a JSON object.
+///
+/// Its data is written in its type's current schema ([`crate::store::Schema`]): the first one,
+/// until the type's shape changes. Then the aggregate keeps reading the old shape by adding an
+/// [`Upcaster`] from the old schema to [`DomainEvent::UPCASTERS`] (which makes the next schema
+/// the current one, written from then on); `from_data` only ever sees the current shape.
 pub trait DomainEvent: Sized {
+    /// The upcasters of this aggregate's event types (registered with the node by its plug-in).
+    const UPCASTERS: &'static [Upcaster] = &[];
+
     /// The stored type name, e.g. `UserCreated`.
     fn event_type(&self) -> &'static str;
     /// The event's data as a JSON object.

@@ -13,9 +13,10 @@
 //! built from its payload ([`UserCommand::from_payload`]), before the aggregate is loaded.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{code, Aggregate, DomainEvent, Rejection};
+use crate::store::{Schema, Upcaster};
 
 /// Longest user id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -273,7 +274,38 @@ struct Email<S> {
     email: S,
 }
 
+/// The history of the User events' shapes: every type is in its first schema but
+/// `UserCreated`, which also reads schema 0.
+///
+/// Schema 0 of `UserCreated` is a shape no release of cqrs wrote: `{"userId", "fullName",
+/// ...}` for `{"id", "name", ...}`. It stands for an old shape so that the upcasting path is
+/// exercised by the shipped binary (tests/upcasting.rs stores such an event by hand and reads it
+/// through the node), and it is the pattern for the next real change of a User event.
+pub const UPCASTERS: &[Upcaster] = &[Upcaster {
+    event_type: "UserCreated",
+    from: Schema(0),
+    upcast: user_created_0_to_1,
+}];
+
+/// `UserCreated` schema 0 to 1: `userId` becomes `id` and `fullName` becomes `name`, each in its
+/// place (the attributes keep their order).
+fn user_created_0_to_1(data: Map<String, Value>) -> Result<Map<String, Value>, String> {
+    if !data.contains_key("userId") {
+        return Err("UserCreated of schema 0 has no userId".into());
+    }
+    Ok(data
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "userId" => ("id".to_string(), v),
+            "fullName" => ("name".to_string(), v),
+            _ => (k, v),
+        })
+        .collect())
+}
+
 impl DomainEvent for UserEvent {
+    const UPCASTERS: &'static [Upcaster] = UPCASTERS;
+
     fn event_type(&self) -> &'static str {
         match self {
             UserEvent::UserCreated { .. } => "UserCreated",

@@ -32,7 +32,7 @@ use crate::engine::Executed;
 use crate::plugin::{Registry, Runners};
 use crate::projection::{self, Projection};
 use crate::store::Version;
-use crate::store::{EventStore, StoreError, StoreRead, StoreWrite};
+use crate::store::{EventStore, StoreError, StoreRead, StoreWrite, Upcasted};
 
 pub use command::{CommandId, Failure};
 
@@ -136,7 +136,9 @@ impl Reply {
 }
 
 pub struct Node<S: EventStore> {
-    store: S,
+    /// Read through the registry's upcasters: the engine, the projections and the queries see
+    /// every event in its type's current schema.
+    store: Upcasted<S>,
     registry: Arc<Registry>,
     runners: Runners,
     projections: Vec<Box<dyn Projection>>,
@@ -145,11 +147,8 @@ pub struct Node<S: EventStore> {
 impl<S: EventStore> Node<S> {
     /// A node serving `registry`'s aggregates over `store`, its projections caught up with the
     /// log.
-    pub fn open(
-        mut store: S,
-        registry: Arc<Registry>,
-        config: &Config,
-    ) -> Result<Self, StoreError> {
+    pub fn open(store: S, registry: Arc<Registry>, config: &Config) -> Result<Self, StoreError> {
+        let mut store = Upcasted::new(store, registry.upcasters());
         let projections = registry.projections();
         let applied = projection::catch_up(&mut store, &projections)?;
         if applied > 0 {
@@ -169,15 +168,16 @@ impl<S: EventStore> Node<S> {
         })
     }
 
+    /// The store, its events as stored.
     pub fn store(&self) -> &S {
-        &self.store
+        self.store.inner()
     }
 
     /// The store, for changes made around the node (tests, maintenance). The node forgets its
     /// cached aggregates, since the store may change under them.
     pub fn store_mut(&mut self) -> &mut S {
         self.runners.forget();
-        &mut self.store
+        self.store.inner_mut()
     }
 
     /// Handles a batch of requests in order, handing each reply to `deliver` (in request order)

@@ -9,6 +9,8 @@
 //! * its query types, how their params are read ([`Plugin::query`]) and how they are answered
 //!   from the store's read side ([`Plugin::answer`]);
 //! * its projections ([`Plugin::projections`]);
+//! * its upcasters, through its aggregate's events ([`DomainEvent::UPCASTERS`]): the registry
+//!   gathers them ([`Registry::upcasters`]) and the node reads every event through them;
 //! * its rejection codes, implicitly: [`Rejection::code`] is any `&'static str`, passed through
 //!   to the client as the reply's `code` (an open set, not an enum the protocol mirrors).
 //!
@@ -29,10 +31,10 @@ use std::any::Any;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::domain::{Aggregate, Rejection};
+use crate::domain::{Aggregate, DomainEvent, Rejection};
 use crate::engine::{CommandError, Execute, Executed, Repository};
 use crate::projection::{self, Projection};
-use crate::store::{ExpectedVersion, StoreError, StoreRead, StoreWrite};
+use crate::store::{ExpectedVersion, StoreError, StoreRead, StoreWrite, Upcasters};
 use crate::timestamp::Timestamp;
 
 /// An aggregate as a node serves it. See the module docs.
@@ -122,6 +124,8 @@ pub struct Registry {
     /// type of every command.
     commands: Vec<(&'static str, usize)>,
     queries: Vec<(&'static str, usize)>,
+    /// Every plug-in's upcasters.
+    upcasters: Upcasters,
 }
 
 /// The plug-in that declared `kind`.
@@ -152,8 +156,16 @@ impl Registry {
             assert!(taken.is_none(), "query type '{kind}' is registered twice");
             self.queries.push((kind, index));
         }
+        self.upcasters
+            .add(<<P::Aggregate as Aggregate>::Event as DomainEvent>::UPCASTERS);
         self.plugins.push(Box::new(plugin));
         self
+    }
+
+    /// The upcasters of every plug-in's events, for reading a store through them
+    /// ([`crate::store::Upcasted`]).
+    pub fn upcasters(&self) -> std::sync::Arc<Upcasters> {
+        std::sync::Arc::new(self.upcasters.clone())
     }
 
     /// The plug-in of a command type, if one declared it.

@@ -151,16 +151,24 @@ pub fn rebuild<S: EventStore>(
     projections: &[Box<dyn Projection>],
 ) -> Result<u64, StoreError> {
     let mut tx = store.begin()?;
+    let events = rebuild_in(projections, &mut tx)?;
+    tx.commit()?;
+    Ok(events)
+}
+
+/// [`rebuild`], inside a transaction (an import's, say): nothing is visible until it commits.
+pub fn rebuild_in<T: StoreWrite>(
+    projections: &[Box<dyn Projection>],
+    tx: &mut T,
+) -> Result<u64, StoreError> {
     for p in projections {
         for c in p.collections() {
             tx.clear_collection(c)?;
         }
         tx.set_checkpoint(p.name(), 0)?;
     }
-    catch_up_in(projections, &mut tx)?;
-    let events = tx.head()?;
-    tx.commit()?;
-    Ok(events)
+    catch_up_in(projections, tx)?;
+    tx.head()
 }
 
 /// Differences between what a store holds and what a full replay of its log gives: the

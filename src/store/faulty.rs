@@ -235,6 +235,7 @@ mod tests {
     fn event() -> NewEvent {
         NewEvent {
             event_type: "E".into(),
+            schema: FIRST_SCHEMA,
             timestamp: Timestamp(1),
             data: "{}".into(),
         }

@@ -48,7 +48,7 @@ struct Meta {
     end: usize,
     /// Index in the global log (its position - 1).
     log_index: u32,
-    /// Index of its type in [`MemoryStore::types`].
+    /// Index of its type and schema in [`MemoryStore::types`].
     event_type: u32,
 }
 
@@ -183,8 +183,9 @@ pub struct MemoryStore {
     /// so that the set's entries stay small (growing the set copies them all).
     streams: IndexSet<StreamId, Hasher>,
     contents: Chunked<Stream>,
-    /// Event types, named by index in the log.
-    types: IndexSet<Box<str>, Hasher>,
+    /// Event types with their schema, named by index in the events: the schema costs an event
+    /// no memory of its own.
+    types: IndexSet<(Box<str>, Schema), Hasher>,
     /// Collections are never removed (clearing one empties it), so their indexes are stable.
     collections: IndexMap<Box<str>, Collection, Hasher>,
     /// `None`: never set, or set only by a transaction that rolled back.
@@ -215,7 +216,8 @@ impl MemoryStore {
             stream: id,
             version: index as Version + 1,
             position: e.log_index as Position + 1,
-            event_type: self.types[e.event_type as usize].to_string(),
+            event_type: self.types[e.event_type as usize].0.to_string(),
+            schema: self.types[e.event_type as usize].1,
             timestamp: e.timestamp,
             data: stream.data(index).to_string(),
         }
@@ -244,10 +246,12 @@ impl StoreRead for MemoryStore {
             if !upto.includes(version, e.timestamp) {
                 break;
             }
+            let (event_type, schema) = &self.types[e.event_type as usize];
             visit(EventView {
                 position: e.log_index as Position + 1,
                 version,
-                event_type: &self.types[e.event_type as usize],
+                event_type,
+                schema: *schema,
                 timestamp: e.timestamp,
                 data: &s.data[start..e.end],
             })?;
@@ -403,6 +407,23 @@ impl Drop for MemoryTx<'_> {
 
 delegate_store_read!(impl[] MemoryTx<'_>, |this| this.store);
 
+/// An event type and schema, looked up in [`MemoryStore::types`] without building its key: it
+/// hashes as the key's tuple does.
+struct TypeKey<'a>(&'a str, Schema);
+
+impl std::hash::Hash for TypeKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+        self.1.hash(state);
+    }
+}
+
+impl indexmap::Equivalent<(Box<str>, Schema)> for TypeKey<'_> {
+    fn equivalent(&self, key: &(Box<str>, Schema)) -> bool {
+        *key.0 == *self.0 && key.1 == self.1
+    }
+}
+
 /// Indexes are kept as `u32`: a store holds fewer than 2^32 events (and so streams).
 fn index(i: usize) -> Result<u32> {
     u32::try_from(i).map_err(|_| StoreError::Io("the in-memory store is full".into()))
@@ -456,9 +477,10 @@ impl StoreWrite for MemoryTx<'_> {
         let st = s.contents.get_mut(slot);
         let mut recorded = Vec::with_capacity(events.len());
         for (i, e) in events.into_iter().enumerate() {
-            let event_type = match s.types.get_index_of(e.event_type.as_str()) {
+            let key = TypeKey(e.event_type.as_str(), e.schema);
+            let event_type = match s.types.get_index_of(&key) {
                 Some(t) => t,
-                None => s.types.insert_full(e.event_type.as_str().into()).0,
+                None => s.types.insert_full((key.0.into(), key.1)).0,
             };
             let version = actual + 1 + i as Version;
             st.data.push_str(&e.data);
@@ -477,6 +499,7 @@ impl StoreWrite for MemoryTx<'_> {
                 version,
                 position: first as Position + 1 + i as Position,
                 event_type: e.event_type,
+                schema: e.schema,
                 timestamp: e.timestamp,
                 data: e.data,
             });
@@ -568,6 +591,7 @@ mod tests {
     fn ev(n: usize) -> NewEvent {
         NewEvent {
             event_type: format!("T{}", n % 3),
+            schema: Schema(1 + (n % 2) as u32),
             timestamp: Timestamp(n as i64),
             data: format!("{{\"n\":{n}}}"),
         }

@@ -117,11 +117,13 @@ mod memory;
 mod postgres;
 mod sqlite;
 pub mod testing;
+pub mod upcast;
 
 pub use faulty::{Faults, FaultyStore, FaultyTx, Op, Plan};
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use upcast::{Upcasted, Upcaster, Upcasters};
 
 /// The file that holds a node's SQLite store in `data_dir`: the node id, with every byte other
 /// than `[A-Za-z0-9_-]` (and a leading `.`) percent-encoded, plus `.db`.
@@ -170,10 +172,30 @@ pub enum ExpectedVersion {
     Exact(Version),
 }
 
+/// The version of an event type's data shape. Each event is stored with the schema its data
+/// was written in; an event type starts at [`FIRST_SCHEMA`] and its aggregate moves it to the
+/// next one by registering an upcaster ([`upcast`]), which brings data of the older schema to the
+/// newer one as events are read. So stored events are never rewritten, and old ones stay
+/// readable for ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Schema(pub u32);
+
+/// The schema of every event type until its shape first changes (and of every event stored
+/// before events carried a schema).
+pub const FIRST_SCHEMA: Schema = Schema(1);
+
+impl std::fmt::Display for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// An event about to be appended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
     pub event_type: String,
+    /// The schema its data is written in.
+    pub schema: Schema,
     pub timestamp: Timestamp,
     /// The event's data, a JSON object as text.
     pub data: String,
@@ -188,6 +210,8 @@ pub struct RecordedEvent {
     /// Position in the global log, unique and gap-free within one store.
     pub position: Position,
     pub event_type: String,
+    /// The schema its data is in.
+    pub schema: Schema,
     pub timestamp: Timestamp,
     /// JSON object as text.
     pub data: String,
@@ -200,6 +224,7 @@ pub struct EventView<'a> {
     pub position: Position,
     pub version: Version,
     pub event_type: &'a str,
+    pub schema: Schema,
     pub timestamp: Timestamp,
     pub data: &'a str,
 }
@@ -212,6 +237,7 @@ impl EventView<'_> {
             version: self.version,
             position: self.position,
             event_type: self.event_type.to_string(),
+            schema: self.schema,
             timestamp: self.timestamp,
             data: self.data.to_string(),
         }

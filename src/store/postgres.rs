@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS events (
     stream_no  bigint NOT NULL,
     version    bigint NOT NULL,
     event_type text   NOT NULL,
+    schema     bigint NOT NULL,
     timestamp  bigint NOT NULL,
     data       text   NOT NULL,
     UNIQUE (stream_no, version)
@@ -102,11 +103,12 @@ WITH moved AS (
     SELECT * FROM unnest($4::bytea[], $5::bytea[], $6::bigint[])
     RETURNING stream_no, category, stream
 ), new_events AS (
-    INSERT INTO events (position, stream_no, version, event_type, timestamp, data)
-    SELECT u.position, COALESCE(u.stream_no, n.stream_no), u.version, u.event_type, u.ts, u.data
+    INSERT INTO events (position, stream_no, version, event_type, schema, timestamp, data)
+    SELECT u.position, COALESCE(u.stream_no, n.stream_no), u.version, u.event_type, u.schema,
+           u.ts, u.data
     FROM unnest($7::bigint[], $8::bigint[], $9::bytea[], $10::bytea[], $11::bigint[],
-                $12::text[], $13::bigint[], $14::text[])
-         AS u(position, stream_no, category, stream, version, event_type, ts, data)
+                $12::text[], $23::bigint[], $13::bigint[], $14::text[])
+         AS u(position, stream_no, category, stream, version, event_type, schema, ts, data)
     LEFT JOIN new_streams n ON u.stream_no IS NULL AND n.category = u.category AND n.stream = u.stream
     RETURNING 1
 ), put_documents AS (
@@ -154,7 +156,7 @@ impl Statements {
                 "SELECT stream_no, version FROM streams WHERE category = $1 AND stream = $2",
             )?,
             visit_stream: c.prepare(
-                "SELECT e.position, e.version, e.event_type, e.timestamp, e.data
+                "SELECT e.position, e.version, e.event_type, e.timestamp, e.data, e.schema
                  FROM streams s JOIN events e ON e.stream_no = s.stream_no
                  WHERE s.category = $1 AND s.stream = $2
                    AND e.version > $3 AND e.version <= $4 AND e.timestamp <= $5
@@ -162,7 +164,7 @@ impl Statements {
             )?,
             read_all: c.prepare(
                 "SELECT s.category, s.stream, e.version, e.position, e.event_type, e.timestamp,
-                        e.data
+                        e.data, e.schema
                  FROM events e JOIN streams s ON s.stream_no = e.stream_no
                  WHERE e.position > $1 ORDER BY e.position LIMIT $2",
             )?,
@@ -278,6 +280,14 @@ fn upto_bounds(upto: Upto) -> (i64, i64) {
         Upto::Version(v) => (to_i64(v), i64::MAX),
         Upto::Time(t) => (i64::MAX, t.nanos()),
     }
+}
+
+/// An event's schema as stored (an integer that fits a `u32`, or the store is damaged).
+fn schema_of(n: i64) -> Result<Schema> {
+    u32::try_from(n)
+        .ok()
+        .map(Schema)
+        .ok_or_else(|| StoreError::Corrupt(format!("an event's schema is {n}")))
 }
 
 fn utf8(bytes: &[u8], what: &str) -> Result<String> {
@@ -513,6 +523,7 @@ impl StoreRead for PostgresStore {
                 position: to_u64(r.get(0))?,
                 version: to_u64(r.get(1))?,
                 event_type: r.get(2),
+                schema: schema_of(r.get(5))?,
                 timestamp: crate::timestamp::Timestamp(r.get(3)),
                 data: r.get(4),
             })?;
@@ -533,6 +544,7 @@ impl StoreRead for PostgresStore {
                     version: to_u64(r.get(2))?,
                     position: to_u64(r.get(3))?,
                     event_type: r.get(4),
+                    schema: schema_of(r.get(7))?,
                     timestamp: crate::timestamp::Timestamp(r.get(5)),
                     data: r.get(6),
                 })
@@ -835,6 +847,7 @@ impl StoreRead for PostgresTx<'_> {
                 position: e.position,
                 version: e.version,
                 event_type: &e.event_type,
+                schema: e.schema,
                 timestamp: e.timestamp,
                 data: &e.data,
             })?;
@@ -933,6 +946,7 @@ impl StoreWrite for PostgresTx<'_> {
                 version: known.version + 1 + i as Version,
                 position: self.head + 1 + i as Position,
                 event_type: e.event_type,
+                schema: e.schema,
                 timestamp: e.timestamp,
                 data: e.data,
             });
@@ -948,6 +962,7 @@ impl StoreWrite for PostgresTx<'_> {
                 version,
             });
         self.events.extend(recorded.iter().cloned());
+        self.send_if_big()?;
         Ok(recorded)
     }
 
@@ -956,7 +971,7 @@ impl StoreWrite for PostgresTx<'_> {
             (collection.to_string(), key.to_string()),
             value.map(str::to_string),
         );
-        Ok(())
+        self.send_if_big()
     }
 
     fn clear_collection(&mut self, collection: &str) -> Result<()> {
@@ -1004,12 +1019,50 @@ impl StoreWrite for PostgresTx<'_> {
 }
 
 impl PostgresTx<'_> {
-    /// The commit: one statement for everything kept in memory, then `COMMIT`.
+    /// The commit: everything kept in memory sent by one statement, then `COMMIT`; what the
+    /// transaction wrote is then what the store knows, up to its head.
     fn finish(&mut self) -> Result<()> {
+        let sent = self
+            .send()
+            .and_then(|()| self.store.with_conn(|c| c.client.batch_execute("COMMIT")));
+        if let Err(e) = sent {
+            self.rollback();
+            return Err(e);
+        }
+        self.open = false;
+        let streams = std::mem::take(&mut self.streams);
+        let store = &mut *self.store;
+        store.known_head = Some(self.head);
+        for (s, t) in streams {
+            match t.no {
+                Some(no) => store.remember(
+                    s,
+                    Known {
+                        no: Some(no),
+                        version: t.version,
+                    },
+                ),
+                None => {
+                    store.known.get_mut().remove(&s);
+                    store.complete.set(false);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what was kept in memory (a commit, or a transaction grown past
+    /// [`SEND_AT`]): positions are final already, since the head is locked.
+    fn send(&mut self) -> Result<()> {
+        if self.events.is_empty() && self.documents.is_empty() && self.checkpoints.is_empty() {
+            return Ok(());
+        }
         let (mut moved_no, mut moved_old, mut moved_new) = (vec![], vec![], vec![]);
         let (mut new_c, mut new_s, mut new_v) = (vec![], vec![], vec![]);
         for (s, t) in &self.streams {
             match t.no {
+                // Sent already, and not appended to since.
+                Some(_) if t.old == t.version => {}
                 Some(no) => {
                     moved_no.push(no);
                     moved_old.push(to_i64(t.old));
@@ -1023,6 +1076,7 @@ impl PostgresTx<'_> {
             }
         }
         let n = self.events.len();
+        let mut e_schema: Vec<i64> = Vec::with_capacity(n);
         let (mut e_pos, mut e_no, mut e_c, mut e_s, mut e_v, mut e_t, mut e_ts, mut e_d) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -1046,6 +1100,7 @@ impl PostgresTx<'_> {
             e_s.push(s);
             e_v.push(to_i64(e.version));
             e_t.push(e.event_type.as_str());
+            e_schema.push(i64::from(e.schema.0));
             e_ts.push(e.timestamp.nanos());
             e_d.push(e.data.as_str());
         }
@@ -1067,7 +1122,7 @@ impl PostgresTx<'_> {
         let cp_names: Vec<&str> = self.checkpoints.keys().map(String::as_str).collect();
         let cp_positions: Vec<i64> = self.checkpoints.values().map(|p| to_i64(*p)).collect();
         let head = to_i64(self.head);
-        let params: [&(dyn ToSql + Sync); 22] = [
+        let params: [&(dyn ToSql + Sync); 23] = [
             &moved_no,
             &moved_old,
             &moved_new,
@@ -1090,6 +1145,7 @@ impl PostgresTx<'_> {
             &cp_names,
             &cp_positions,
             &head,
+            &e_schema,
         ];
         let expect_moved = moved_no.len() as i64;
         let result = self.store.with_conn_try(|c| {
@@ -1103,47 +1159,37 @@ impl PostgresTx<'_> {
                      streams, {inserted} of {n} events): nothing was stored"
                 ))));
             }
-            c.client.batch_execute("COMMIT")?;
             Ok(created)
-        });
-        match result {
-            Ok((categories, ids, numbers)) => {
-                self.open = false;
-                // What this transaction wrote is now what the store knows, up to its head.
-                let mut streams = std::mem::take(&mut self.streams);
-                for ((c, s), no) in categories.into_iter().zip(ids).zip(numbers) {
-                    // Written from strings, so UTF-8; committed already, so no error now.
-                    let (Ok(category), Ok(id)) = (String::from_utf8(c), String::from_utf8(s))
-                    else {
-                        continue;
-                    };
-                    if let Some(t) = streams.get_mut(&StreamId { category, id }) {
-                        t.no = Some(no);
-                    }
-                }
-                let store = &mut *self.store;
-                store.known_head = Some(self.head);
-                for (s, t) in streams {
-                    match t.no {
-                        Some(no) => store.remember(
-                            s,
-                            Known {
-                                no: Some(no),
-                                version: t.version,
-                            },
-                        ),
-                        None => {
-                            store.known.get_mut().remove(&s);
-                            store.complete.set(false);
-                        }
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.rollback();
-                Err(e)
+        })?;
+        // Sent: the streams are at their new versions in the table, with their numbers.
+        let (categories, ids, numbers) = result;
+        for ((c, s), no) in categories.into_iter().zip(ids).zip(numbers) {
+            // Written from strings, so UTF-8.
+            let (Ok(category), Ok(id)) = (String::from_utf8(c), String::from_utf8(s)) else {
+                continue;
+            };
+            if let Some(t) = self.streams.get_mut(&StreamId { category, id }) {
+                t.no = Some(no);
             }
         }
+        for t in self.streams.values_mut() {
+            t.old = t.version;
+        }
+        self.events.clear();
+        self.documents.clear();
+        self.checkpoints.clear();
+        Ok(())
+    }
+
+    /// Sends what was kept in memory once it reaches [`SEND_AT`] events and documents.
+    fn send_if_big(&mut self) -> Result<()> {
+        if self.events.len() + self.documents.len() >= SEND_AT {
+            self.send()?;
+        }
+        Ok(())
     }
 }
+
+/// A transaction sends what it keeps in memory once it holds this many events and documents
+/// (an import: one transaction for the whole file), instead of at commit only.
+const SEND_AT: usize = 20_000;

@@ -16,8 +16,8 @@
 #![allow(clippy::missing_panics_doc)]
 
 use super::{
-    EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StoreError, StoreRead,
-    StoreWrite, StreamId, Upto,
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, Schema, Snapshot, StoreError, StoreRead,
+    StoreWrite, StreamId, Upto, FIRST_SCHEMA,
 };
 use crate::timestamp::Timestamp;
 
@@ -32,6 +32,7 @@ pub fn stream(id: &str) -> StreamId {
 pub fn ev(kind: &str, t: i64, n: u32) -> NewEvent {
     NewEvent {
         event_type: kind.to_string(),
+        schema: FIRST_SCHEMA,
         timestamp: Timestamp(t),
         data: format!(r#"{{"n":{n}}}"#),
     }
@@ -112,6 +113,7 @@ pub fn append_to_new_stream<S: EventStore>(store: &mut S) {
                 version: 1,
                 position: 1,
                 event_type: "UserCreated".into(),
+                schema: FIRST_SCHEMA,
                 timestamp: Timestamp(10),
                 data: data(1),
             },
@@ -120,6 +122,7 @@ pub fn append_to_new_stream<S: EventStore>(store: &mut S) {
                 version: 2,
                 position: 2,
                 event_type: "UserRenamed".into(),
+                schema: FIRST_SCHEMA,
                 timestamp: Timestamp(20),
                 data: data(2),
             },
@@ -233,6 +236,7 @@ pub fn unusual_ids_and_data_round_trip<S: EventStore>(store: &mut S) {
     );
     let e = NewEvent {
         event_type: "Ünïcode".into(),
+        schema: Schema(u32::MAX),
         timestamp: Timestamp(-1_000_000_000_000_000_000),
         data: r#"{"text":"line\nbreak \u0000 ☃","big":12345678901234567890}"#.into(),
     };
@@ -281,6 +285,74 @@ pub fn unusual_ids_and_data_round_trip<S: EventStore>(store: &mut S) {
             .unwrap(),
         0
     );
+}
+
+/// Each event keeps the schema it was appended with, whatever its type, on every read path:
+/// the same type in several schemas, schema 0 and the largest, in one stream and across
+/// streams, from the store and inside a transaction; a rolled-back append leaves nothing.
+pub fn schemas_are_kept_per_event<S: EventStore>(store: &mut S) {
+    let with = |kind: &str, schema: u32, n: u32| NewEvent {
+        schema: Schema(schema),
+        ..ev(kind, n as i64, n)
+    };
+    let first = vec![
+        with("UserCreated", 0, 1),
+        with("UserCreated", 1, 2),
+        with("UserRenamed", 2, 3),
+        with("UserCreated", 2, 4),
+    ];
+    let mut tx = store.begin().unwrap();
+    let a = tx
+        .append(&stream("a"), ExpectedVersion::Exact(0), first.clone())
+        .unwrap();
+    let b = tx
+        .append(
+            &stream("b"),
+            ExpectedVersion::Exact(0),
+            vec![with("UserCreated", u32::MAX, 5), with("UserCreated", 7, 6)],
+        )
+        .unwrap();
+    let schemas = |events: &[RecordedEvent]| -> Vec<(String, u32)> {
+        events
+            .iter()
+            .map(|e| (e.event_type.clone(), e.schema.0))
+            .collect()
+    };
+    let want_a = vec![
+        ("UserCreated".to_string(), 0),
+        ("UserCreated".to_string(), 1),
+        ("UserRenamed".to_string(), 2),
+        ("UserCreated".to_string(), 2),
+    ];
+    let want_b = vec![
+        ("UserCreated".to_string(), u32::MAX),
+        ("UserCreated".to_string(), 7),
+    ];
+    assert_eq!(schemas(&a), want_a);
+    assert_eq!(schemas(&b), want_b);
+    assert_eq!(log(&tx), [a.clone(), b.clone()].concat());
+    tx.commit().unwrap();
+    assert_eq!(log(store), [a.clone(), b.clone()].concat());
+    assert_eq!(store.read_stream(&stream("a"), 0, Upto::End).unwrap(), a);
+    assert_eq!(store.read_stream(&stream("b"), 0, Upto::End).unwrap(), b);
+    let mut lent = Vec::new();
+    store
+        .visit_stream(&stream("a"), 1, Upto::Version(3), &mut |e| {
+            lent.push((e.event_type.to_string(), e.schema.0));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(lent, want_a[1..3]);
+    // Rolled back: the schemas of the committed events are unchanged, nothing else is there.
+    let mut tx = store.begin().unwrap();
+    tx.append(
+        &stream("a"),
+        ExpectedVersion::Exact(4),
+        vec![with("UserCreated", 9, 7)],
+    )
+    .unwrap();
+    drop(tx);
+    assert_eq!(log(store), [a, b].concat());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1128,6 +1200,7 @@ macro_rules! store_suite {
                 positions_are_global_and_gap_free,
                 categories_are_separate_streams,
                 unusual_ids_and_data_round_trip,
+                schemas_are_kept_per_event,
                 exact_version_conflict_writes_nothing,
                 empty_append_checks_version_only,
                 expected_any_always_appends,

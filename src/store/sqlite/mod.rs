@@ -269,8 +269,8 @@ impl StoreWrite for SqliteTx<'_> {
         let st = held(
             &mut self.held.insert_event,
             self.conn,
-            "INSERT INTO events (position, stream_no, version, event_type, timestamp, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO events (position, stream_no, version, event_type, timestamp, data, schema)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut recorded = Vec::with_capacity(events.len());
         for (i, e) in events.into_iter().enumerate() {
@@ -279,6 +279,7 @@ impl StoreWrite for SqliteTx<'_> {
                 version: actual + 1 + i as Version,
                 position: self.head + 1 + i as Position,
                 event_type: e.event_type,
+                schema: e.schema,
                 timestamp: e.timestamp,
                 data: e.data,
             };
@@ -289,6 +290,7 @@ impl StoreWrite for SqliteTx<'_> {
                 event.event_type,
                 event.timestamp.nanos(),
                 event.data,
+                i64::from(event.schema.0),
             ])
             .map_err(sql_error)?;
             recorded.push(event);
@@ -441,7 +443,7 @@ mod tests {
     const FIND_STREAM: &str = "SELECT stream_no FROM streams WHERE category = ?1 AND stream = ?2";
     const NEW_STREAM: &str = "INSERT INTO streams (category, stream) VALUES (?1, ?2)";
     const INSERT_EVENT: &str = "INSERT INTO events (position, stream_no, version, event_type, \
-                                timestamp, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+                                timestamp, data, schema) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
     const NEW_DOCUMENT: &str =
         "INSERT OR IGNORE INTO documents (collection, key, value) VALUES (?1, ?2, ?3)";
     const REWRITE_DOCUMENT: &str = "UPDATE documents SET value = ?2 WHERE doc_no = ?1";
@@ -474,6 +476,7 @@ mod tests {
         let stream = StreamId::new("User", "u1");
         let event = || NewEvent {
             event_type: "E".into(),
+            schema: FIRST_SCHEMA,
             timestamp: Timestamp(1),
             data: "{}".into(),
         };

@@ -73,7 +73,7 @@ impl StoreRead for Reader<'_> {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT position, version, event_type, timestamp, data FROM events
+                "SELECT position, version, event_type, timestamp, data, schema FROM events
                  WHERE stream_no = ?1 AND version > ?2 AND version <= ?3
                  ORDER BY version",
             )
@@ -95,6 +95,7 @@ impl StoreRead for Reader<'_> {
                 position: row.get::<_, i64>(0).map_err(sql_error)? as Position,
                 version: row.get::<_, i64>(1).map_err(sql_error)? as Version,
                 event_type: text(2)?,
+                schema: schema_of(row.get(5).map_err(sql_error)?)?,
                 timestamp: Timestamp(timestamp),
                 data: text(4)?,
             })?;
@@ -213,10 +214,18 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedEvent> {
         },
         version: r.get::<_, i64>(3)? as Version,
         event_type: r.get(4)?,
+        schema: Schema(r.get(7)?),
         timestamp: Timestamp(r.get(5)?),
         data: r.get(6)?,
     })
 }
 
+/// An event's schema as stored (an integer that fits a `u32`, or the store is damaged).
+fn schema_of(n: i64) -> Result<Schema> {
+    u32::try_from(n)
+        .map(Schema)
+        .map_err(|_| StoreError::Corrupt(format!("an event's schema is {n}")))
+}
+
 const EVENT_COLUMNS: &str =
-    "e.position, s.category, s.stream, e.version, e.event_type, e.timestamp, e.data";
+    "e.position, s.category, s.stream, e.version, e.event_type, e.timestamp, e.data, e.schema";

@@ -6,8 +6,9 @@ use super::*;
 
 /// The schema's version, kept in `PRAGMA user_version`. 0: the first layout (events keyed by
 /// their stream's category and id as text); 1: numbered streams, documents keyed by their text
-/// key only. Older stores are migrated in place when opened.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+/// key only; 2: numbered documents; 3: each event's data schema (`events.schema`, see
+/// [`Schema`]). Older stores are migrated in place when opened.
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Streams are numbered (`streams`), and events name their stream by number: the events index
 /// compares integers instead of two strings, and its entries are a third of the size. B-tree
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS events (
     event_type TEXT    NOT NULL,
     timestamp  INTEGER NOT NULL,
     data       TEXT    NOT NULL,
+    schema     INTEGER NOT NULL DEFAULT 1,
     UNIQUE (stream_no, version)
 );
 CREATE TABLE IF NOT EXISTS documents (
@@ -78,6 +80,12 @@ INSERT INTO documents (collection, key, value)
 DROP TABLE documents_1;
 ";
 
+/// From events without a data schema (schemas 1 and 2) to 3: every event stored before was
+/// written in its type's first schema. (Adding a column with a constant default rewrites no
+/// row: SQLite fills the default in as rows are read.)
+const MIGRATE_EVENT_SCHEMA: &str =
+    "ALTER TABLE events ADD COLUMN schema INTEGER NOT NULL DEFAULT 1;";
+
 /// Brings the schema to [`SCHEMA_VERSION`]: creates it in a new store, migrates an older one,
 /// and does nothing (no write) to a store that is already there.
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
@@ -108,11 +116,25 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
             |r| r.get(0),
         )
         .map_err(sql_error)?;
+    // Events of schema 0 are copied into a new table, which has the column.
+    let no_event_schema: bool = !old_events
+        && conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'events'
+                 AND NOT EXISTS (SELECT 1 FROM pragma_table_info('events') WHERE name = 'schema')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql_error)?;
     let (mut before, mut after) = (String::new(), String::new());
     if old_events {
         tracing::info!("migrating the store to schema {SCHEMA_VERSION}: numbered streams");
         before.push_str(MIGRATE_0_TO_1_BEFORE);
         after.push_str(MIGRATE_0_TO_1_AFTER);
+    }
+    if no_event_schema {
+        tracing::info!("migrating the store to schema {SCHEMA_VERSION}: event data schemas");
+        after.push_str(MIGRATE_EVENT_SCHEMA);
     }
     if old_documents {
         tracing::info!("migrating the store to schema {SCHEMA_VERSION}: numbered documents");
@@ -206,6 +228,7 @@ mod tests {
                     )
                 })
                 .collect();
+            assert!(all.iter().all(|e| e.schema == FIRST_SCHEMA));
             assert_eq!(
                 got,
                 vec![
@@ -253,6 +276,7 @@ mod tests {
             let mut tx = store.begin().unwrap();
             let new = NewEvent {
                 event_type: "UserRenamed".into(),
+                schema: FIRST_SCHEMA,
                 timestamp: Timestamp(50),
                 data: r#"{"name":"A"}"#.into(),
             };
@@ -354,6 +378,115 @@ mod tests {
             store.document("users", "b").unwrap().as_deref(),
             Some(r#"{"id":"b"}"#)
         );
+    }
+
+    /// Schema 2's tables (this store's layout before events carried a data schema), as this
+    /// store wrote them, and a store's content.
+    const SCHEMA_2: &str = "
+        CREATE TABLE streams (
+            stream_no INTEGER PRIMARY KEY,
+            category  TEXT NOT NULL,
+            stream    TEXT NOT NULL,
+            UNIQUE (category, stream)
+        );
+        CREATE TABLE events (
+            position   INTEGER PRIMARY KEY,
+            stream_no  INTEGER NOT NULL,
+            version    INTEGER NOT NULL,
+            event_type TEXT    NOT NULL,
+            timestamp  INTEGER NOT NULL,
+            data       TEXT    NOT NULL,
+            UNIQUE (stream_no, version)
+        );
+        CREATE TABLE documents (
+            doc_no     INTEGER PRIMARY KEY,
+            collection TEXT NOT NULL,
+            key        TEXT NOT NULL,
+            value      TEXT NOT NULL,
+            UNIQUE (collection, key)
+        );
+        CREATE TABLE checkpoints (
+            projection TEXT PRIMARY KEY,
+            position   INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE snapshots (
+            category  TEXT    NOT NULL,
+            stream    TEXT    NOT NULL,
+            version   INTEGER NOT NULL,
+            timestamp INTEGER NOT NULL,
+            state     TEXT    NOT NULL,
+            PRIMARY KEY (category, stream, version)
+        ) WITHOUT ROWID;
+        INSERT INTO streams VALUES (1, 'User', 'b');
+        INSERT INTO events VALUES
+            (1, 1, 1, 'UserCreated', 10, '{\"id\":\"b\"}'),
+            (2, 1, 2, 'UserRenamed', 20, '{\"name\":\"B\"}');
+        INSERT INTO documents VALUES (1, 'users', 'b', '{\"id\":\"b\",\"name\":\"B\"}');
+        INSERT INTO checkpoints VALUES ('users', 2);
+        PRAGMA user_version = 2;
+    ";
+
+    /// Events stored before they carried a schema were all written in their type's first one;
+    /// new events keep whatever schema they are appended with, across a reopen.
+    #[test]
+    fn a_store_of_schema_2_gets_event_schemas_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n1.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(SCHEMA_2)
+            .unwrap();
+        let schemas = |store: &SqliteStore| -> Vec<(u64, u32, String)> {
+            store
+                .read_all(0, 10)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.position, e.schema.0, e.data))
+                .collect()
+        };
+        let old = vec![
+            (1, 1, r#"{"id":"b"}"#.to_string()),
+            (2, 1, r#"{"name":"B"}"#.to_string()),
+        ];
+        {
+            let mut store = SqliteStore::open(&path).unwrap();
+            let v: i64 = store
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, SCHEMA_VERSION);
+            assert_eq!(schemas(&store), old);
+            let b = store
+                .read_stream(&StreamId::new("User", "b"), 0, Upto::End)
+                .unwrap();
+            assert_eq!(
+                b.iter().map(|e| e.schema).collect::<Vec<_>>(),
+                [FIRST_SCHEMA; 2]
+            );
+            let mut tx = store.begin().unwrap();
+            let new = NewEvent {
+                event_type: "UserRenamed".into(),
+                schema: Schema(4),
+                timestamp: Timestamp(30),
+                data: r#"{"name":"C"}"#.into(),
+            };
+            tx.append(
+                &StreamId::new("User", "b"),
+                ExpectedVersion::Exact(2),
+                vec![new],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let mut all = old;
+        all.push((3, 4, r#"{"name":"C"}"#.to_string()));
+        assert_eq!(schemas(&store), all);
+        assert_eq!(
+            store.document("users", "b").unwrap().as_deref(),
+            Some(r#"{"id":"b","name":"B"}"#)
+        );
+        assert_eq!(store.checkpoint("users").unwrap(), 2);
     }
 
     #[test]
