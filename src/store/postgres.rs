@@ -41,7 +41,9 @@ use super::*;
 pub const SCHEMA_VERSION: i32 = 1;
 
 /// The tables (in the store's PostgreSQL schema; `{schema}` is replaced by its quoted name).
-/// Categories, stream ids, collections and document keys are `bytea`: any bytes (a NUL
+/// `streams` and `documents` rows are rewritten by nearly every command: room left in their
+/// pages (fillfactor 80) lets PostgreSQL write the new row version beside the old one without
+/// touching the indexes (a HOT update). Categories, stream ids, collections and document keys are `bytea`: any bytes (a NUL
 /// included, which `text` refuses), compared byte by byte (the order `documents` promises).
 const TABLES: &str = r#"
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -58,7 +60,7 @@ CREATE TABLE IF NOT EXISTS streams (
     stream    bytea  NOT NULL,
     version   bigint NOT NULL,
     UNIQUE (category, stream)
-);
+) WITH (fillfactor = 80);
 CREATE TABLE IF NOT EXISTS events (
     position   bigint PRIMARY KEY,
     stream_no  bigint NOT NULL,
@@ -74,7 +76,7 @@ CREATE TABLE IF NOT EXISTS documents (
     key        bytea NOT NULL,
     value      text  NOT NULL,
     PRIMARY KEY (collection, key)
-);
+) WITH (fillfactor = 80);
 CREATE TABLE IF NOT EXISTS checkpoints (
     projection text   PRIMARY KEY,
     position   bigint NOT NULL
@@ -202,6 +204,9 @@ impl Statements {
 struct Conn {
     client: Client,
     st: Statements,
+    /// Statements made from their parts (a key range's bounds), prepared once each.
+    #[allow(dead_code)] // read by StoreRead::document_range, which main's lut merge brings
+    built: HashMap<String, Statement>,
 }
 
 /// What the store knows of a stream: its number (`None`: it has no events) and version.
@@ -396,7 +401,11 @@ impl PostgresStore {
             ));
         }
         let st = Statements::prepare(&mut client).map_err(err)?;
-        Ok(Conn { client, st })
+        Ok(Conn {
+            client,
+            st,
+            built: HashMap::new(),
+        })
     }
 
     /// Runs `f` on the connection (connecting first if there is none); a lost connection is
@@ -452,6 +461,58 @@ impl PostgresStore {
                     },
                 })
         })
+    }
+
+    #[allow(dead_code)] // StoreRead::document_range, which main's lut merge brings
+    /// Up to `limit` committed documents of `collection` with keys between `from` and `to`, in
+    /// byte order of the keys (largest first if `descending`): one indexed seek.
+    fn key_range(
+        &self,
+        collection: &str,
+        from: std::ops::Bound<&str>,
+        to: std::ops::Bound<&str>,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut sql = String::from("SELECT key, value FROM documents WHERE collection = $1");
+        let mut keys: Vec<&[u8]> = Vec::new();
+        for (bound, inclusive, exclusive) in [(from, ">=", ">"), (to, "<=", "<")] {
+            let (op, key) = match bound {
+                Included(k) => (inclusive, k),
+                Excluded(k) => (exclusive, k),
+                Unbounded => continue,
+            };
+            keys.push(key.as_bytes());
+            sql.push_str(&format!(" AND key {op} ${}", keys.len() + 1));
+        }
+        sql.push_str(if descending {
+            " ORDER BY key DESC"
+        } else {
+            " ORDER BY key"
+        });
+        sql.push_str(&format!(" LIMIT ${}", keys.len() + 2));
+        let c_bytes = collection.as_bytes();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&c_bytes];
+        for k in &keys {
+            params.push(k);
+        }
+        params.push(&limit);
+        let rows = self.with_conn(|c| {
+            let st = match c.built.get(&sql) {
+                Some(st) => st.clone(),
+                None => {
+                    let st = c.client.prepare(&sql)?;
+                    c.built.insert(sql.clone(), st.clone());
+                    st
+                }
+            };
+            c.client.query(&st, &params)
+        })?;
+        rows.iter()
+            .map(|r| Ok((utf8(r.get(0), "a document key")?, r.get(1))))
+            .collect()
     }
 
     /// Keeps what is known of a stream (true as of `known_head`); when full, forgets all.
@@ -917,6 +978,48 @@ impl StoreRead for PostgresTx<'_> {
             Some(p) => Ok(*p),
             None => self.store.checkpoint(projection),
         }
+    }
+}
+
+impl PostgresTx<'_> {
+    #[allow(dead_code)] // StoreRead::document_range, which main's lut merge brings
+    /// [`PostgresStore::key_range`] with this transaction's own document writes laid over it.
+    fn key_range(
+        &self,
+        collection: &str,
+        from: std::ops::Bound<&str>,
+        to: std::ops::Bound<&str>,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        use std::ops::RangeBounds;
+        let pending: Vec<(&String, &Option<String>)> = self
+            .documents
+            .range((collection.to_string(), String::new())..)
+            .take_while(|((c, _), _)| c == collection)
+            .filter(|((_, k), _)| RangeBounds::<str>::contains(&(from, to), k.as_str()))
+            .map(|((_, k), v)| (k, v))
+            .collect();
+        // Enough stored rows to fill `limit` after the pending deletes and overwrites.
+        let stored = self.store.key_range(
+            collection,
+            from,
+            to,
+            descending,
+            limit.saturating_add(pending.len()),
+        )?;
+        let mut merged: BTreeMap<String, String> = stored.into_iter().collect();
+        for (k, v) in pending {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(if descending {
+            merged.into_iter().rev().take(limit).collect()
+        } else {
+            merged.into_iter().take(limit).collect()
+        })
     }
 }
 
