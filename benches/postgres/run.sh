@@ -16,6 +16,7 @@ cd "$(dirname "$0")/../.."
 users=${1:-40000}
 bin=target/release
 work=$(mktemp -d /tmp/cqrs-pg-bench.XXXXXX)
+chmod 755 "$work" # the cluster inside it runs as the postgres user
 trap 'scripts/pg-test-cluster stop "$work/pg" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 url=$(scripts/pg-test-cluster start "$work/pg")
 pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -1)")
