@@ -228,6 +228,8 @@ pub struct PostgresStore {
     /// `known` holds every stream (then a stream it does not hold has no events).
     complete: std::cell::Cell<bool>,
     capacity: usize,
+    /// A transaction sends what it keeps once it holds this many events and documents.
+    send_at: usize,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -317,6 +319,7 @@ impl PostgresStore {
             known_head: None,
             complete: std::cell::Cell::new(false),
             capacity: 100_000,
+            send_at: SEND_AT,
         };
         store.with_conn(|_| Ok(()))?;
         Ok(store)
@@ -327,6 +330,12 @@ impl PostgresStore {
     pub fn set_cache_size(&mut self, capacity: usize) {
         self.capacity = capacity;
         self.known.get_mut().clear();
+    }
+
+    /// Sends a transaction's writes to the server once it holds `n` events and documents
+    /// (default 20,000), as well as at commit. For tests: small values exercise the early sends.
+    pub fn set_send_at(&mut self, n: usize) {
+        self.send_at = n.max(1);
     }
 
     /// The PostgreSQL schema the store's tables are in.
@@ -1286,7 +1295,7 @@ impl PostgresTx<'_> {
 
     /// Sends what was kept in memory once it reaches [`SEND_AT`] events and documents.
     fn send_if_big(&mut self) -> Result<()> {
-        if self.events.len() + self.documents.len() >= SEND_AT {
+        if self.events.len() + self.documents.len() >= self.store.send_at {
             self.send()?;
         }
         Ok(())
