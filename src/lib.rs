@@ -38,6 +38,7 @@
 
 pub mod domain;
 pub mod engine;
+pub mod http;
 pub mod json;
 pub mod node;
 pub mod plugin;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use cqrs_node::http;
+use cqrs_node::node::writer::Writer;
 use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
@@ -81,9 +83,23 @@ struct RunArgs {
     /// Most messages handled (and commands committed) together.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     max_batch: u64,
-    /// Longest accepted input line, in bytes; longer lines get error 12.
+    /// Longest accepted input line, in bytes; longer lines get error 12. Over HTTP: the
+    /// largest request body (larger ones get 413).
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(64..))]
     max_line_bytes: u64,
+    /// Serve HTTP on this address (e.g. 127.0.0.1:8080) instead of stdin/stdout (see
+    /// docs/http.md). The node id is then `cqrs` unless --node-id is given. A non-loopback
+    /// address needs --http-token.
+    #[arg(long, env = "CQRS_HTTP", value_name = "ADDR")]
+    http: Option<String>,
+    /// With --http: every route but /healthz and /readyz needs `Authorization: Bearer TOKEN`.
+    #[arg(
+        long,
+        env = "CQRS_HTTP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    http_token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -170,6 +186,9 @@ fn serve(
         snapshot_every: args.snapshot_every,
         command_id_retention: args.command_id_retention,
     };
+    if let Some(addr) = args.http.clone() {
+        return serve_http(store, args, &addr, registry, &config);
+    }
     let options = Options {
         node_id: store.node_id.clone(),
         max_batch: args.max_batch as usize,
@@ -203,6 +222,64 @@ fn serve(
     }
     Ok(true)
 }
+
+/// `--http ADDR`: the node on its writer thread, the HTTP front end in front of it, until
+/// SIGTERM/SIGINT.
+fn serve_http(
+    store: &StoreArgs,
+    args: RunArgs,
+    addr: &str,
+    registry: Arc<cqrs_node::plugin::Registry>,
+    config: &Config,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let token = args.http_token.clone().filter(|t| !t.is_empty());
+    let listener = http::check_bind(addr, token.as_deref())?;
+    let options = http::Options {
+        token,
+        max_body: args.max_line_bytes as usize,
+        max_batch: args.max_batch as usize,
+    };
+    let id = store.node_id.clone().unwrap_or_else(|| "cqrs".to_string());
+    if args.in_memory {
+        let node = open_node(MemoryStore::new(), registry.clone(), config)?;
+        run_http(node, listener, registry, options)?;
+    } else {
+        let path = sqlite_file(&store.data_dir, &id);
+        let mut s = SqliteStore::open(&path)?;
+        s.set_cache_size(config.cache_size);
+        tracing::info!(path = %path.display(), "store opened");
+        let node = open_node(s, registry.clone(), config)?;
+        run_http(node, listener, registry, options)?;
+    }
+    let what = if args.in_memory {
+        "nothing was kept (--in-memory)"
+    } else {
+        "every acknowledged event is durable"
+    };
+    tracing::info!("stopped by a signal; {what}");
+    Ok(true)
+}
+
+fn run_http<S: EventStore + Send + 'static>(
+    node: Node<S>,
+    listener: std::net::TcpListener,
+    registry: Arc<cqrs_node::plugin::Registry>,
+    options: http::Options,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (worker, appended, stats) = http::Notify::new(node);
+    let (writer, handle) = Writer::start(worker, options.max_batch, HTTP_QUEUE)?;
+    let bridge = http::Bridge::start(handle, options.max_batch, stats)?;
+    // The address actually bound (port 0 picks one), for whoever started the node.
+    println!("listening on http://{}", listener.local_addr()?);
+    std::io::Write::flush(&mut std::io::stdout())?;
+    http::serve(listener, registry, bridge, appended, options)?;
+    // Every handle is gone with the front end: the writer ends after what it has in hand.
+    writer.join();
+    Ok(())
+}
+
+/// Submissions waiting for the writer, from the HTTP front end's submitter thread.
+const HTTP_QUEUE: usize = 64;
 
 /// Runs `f` on the named store, or on every `*.db` store in the data directory.
 fn each_store(
