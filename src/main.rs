@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use cqrs_node::http;
-use cqrs_node::node::writer::Writer;
 use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
@@ -238,6 +237,7 @@ fn serve_http(
         token,
         max_body: args.max_line_bytes as usize,
         max_batch: args.max_batch as usize,
+        feed_buffer: http::feed::BUFFER,
     };
     let id = store.node_id.clone().unwrap_or_else(|| "cqrs".to_string());
     if args.in_memory {
@@ -266,9 +266,7 @@ fn run_http<S: EventStore + Send + 'static>(
     registry: Arc<cqrs_node::plugin::Registry>,
     options: http::Options,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let (worker, appended, stats) = http::Notify::new(node);
-    let (writer, handle) = Writer::start(worker, options.max_batch, HTTP_QUEUE)?;
-    let bridge = http::Bridge::start(handle, options.max_batch, stats)?;
+    let (writer, bridge, appended) = http::start(node, options.max_batch)?;
     // The address actually bound (port 0 picks one), for whoever started the node.
     println!("listening on http://{}", listener.local_addr()?);
     std::io::Write::flush(&mut std::io::stdout())?;
@@ -277,9 +275,6 @@ fn run_http<S: EventStore + Send + 'static>(
     writer.join();
     Ok(())
 }
-
-/// Submissions waiting for the writer, from the HTTP front end's submitter thread.
-const HTTP_QUEUE: usize = 64;
 
 /// Runs `f` on the named store, or on every `*.db` store in the data directory.
 fn each_store(

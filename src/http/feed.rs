@@ -133,8 +133,9 @@ impl Feed {
         registry: Arc<crate::plugin::Registry>,
         mut appended: watch::Receiver<u64>,
         mut stopping: watch::Receiver<bool>,
+        buffer: usize,
     ) -> Self {
-        let (tx, _) = broadcast::channel(BUFFER);
+        let (tx, _) = broadcast::channel(buffer.max(1));
         let feed = Self {
             tx: tx.clone(),
             bridge: bridge.clone(),

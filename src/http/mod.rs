@@ -46,6 +46,9 @@ pub struct Options {
     pub max_body: usize,
     /// Most requests submitted to the writer as one submission.
     pub max_batch: usize,
+    /// Live-feed messages kept for clients that are behind ([`feed::BUFFER`] by default); a
+    /// client further behind catches up from the store.
+    pub feed_buffer: usize,
 }
 
 /// Why the front end cannot start on an address.
@@ -153,6 +156,23 @@ impl<W: Worker<Request = Request, Reply = Reply>> Worker for Notify<W> {
             self.appended.send_modify(|n| *n += 1);
         }
     }
+}
+
+/// Submissions waiting for the writer, from the submitter thread.
+pub const QUEUE: usize = 64;
+
+/// Starts `worker` on its writer thread, wrapped in [`Notify`], with a [`Bridge`] in front of
+/// it: the writer (to join once every bridge is gone), the bridge, and what the live feed waits
+/// on.
+#[allow(clippy::type_complexity)]
+pub fn start<W: Worker<Request = Request, Reply = Reply>>(
+    worker: W,
+    max_batch: usize,
+) -> std::io::Result<(writer::Writer<Notify<W>>, Bridge, watch::Receiver<u64>)> {
+    let (worker, appended, stats) = Notify::new(worker);
+    let (writer, handle) = writer::Writer::start(worker, max_batch, QUEUE)?;
+    let bridge = Bridge::start(handle, max_batch, stats)?;
+    Ok((writer, bridge, appended))
 }
 
 /// Requests of one handler and where their replies go.
@@ -289,7 +309,13 @@ impl App {
         options: Options,
         stopping: watch::Receiver<bool>,
     ) -> Arc<Self> {
-        let feed = feed::Feed::start(bridge.clone(), registry.clone(), appended, stopping.clone());
+        let feed = feed::Feed::start(
+            bridge.clone(),
+            registry.clone(),
+            appended,
+            stopping.clone(),
+            options.feed_buffer,
+        );
         Arc::new(App {
             registry,
             bridge,
