@@ -608,3 +608,86 @@ async fn a_slow_live_client_catches_up_from_the_store_in_order() {
     let fed: Vec<Value> = all.into_iter().map(|(_, d)| d).collect();
     assert_eq!(fed, logged);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
+    let t = start(options());
+    let got = t.get("/api/v1/openapi.json").await;
+    assert_eq!(got.status, StatusCode::OK);
+    let doc = got.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented: Vec<(String, Vec<String>)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(p, m)| (p.clone(), m.as_object().unwrap().keys().cloned().collect()))
+        .collect();
+    let listed: Vec<(String, Vec<String>)> = http::openapi::ROUTES
+        .iter()
+        .map(|(p, m)| (p.to_string(), m.iter().map(|m| m.to_string()).collect()))
+        .collect();
+    assert_eq!(documented, listed);
+    for (path, methods) in http::openapi::ROUTES {
+        let uri = path.replace("{id}", "someone");
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let mut r = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&uri);
+            if *path == "/api/v1/events/live" {
+                r = r.uri("/api/v1/events/live?after=0");
+            }
+            let response = t
+                .router
+                .clone()
+                .oneshot(r.body(Body::from("{}")).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            if methods.contains(&method) {
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+                if status == StatusCode::NOT_FOUND {
+                    let body = response.into_body().collect().await.unwrap().to_bytes();
+                    let p: Value = serde_json::from_slice(&body).unwrap();
+                    let detail = p["detail"].as_str().unwrap();
+                    assert!(!detail.starts_with("no such route"), "{method} {uri}: {p}");
+                }
+            } else {
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_commands_batches_and_the_head() {
+    let t = start(options());
+    t.create("u1", "A", "2024-01-10T08:00:00Z").await;
+    t.create("u1", "A", "2024-01-10T08:00:00Z").await;
+    t.command(json!({"type": "Bogus", "payload": {}})).await;
+    let got = t.get("/metrics").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        got.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = got.body;
+    for line in [
+        "cqrs_commands_total{type=\"CreateUser\",outcome=\"ok\"} 1",
+        "cqrs_commands_total{type=\"CreateUser\",outcome=\"already_exists\"} 1",
+        "cqrs_commands_total{type=\"unknown\",outcome=\"unknown_command\"} 1",
+        "cqrs_command_duration_seconds_count 3",
+        "cqrs_events_appended_total 1",
+        "cqrs_store_head_position 1",
+        "cqrs_requests_queued 0",
+        "cqrs_live_feed_clients 0",
+        "# TYPE cqrs_commit_duration_seconds histogram",
+        "cqrs_batch_size_bucket{le=\"+Inf\"}",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+    // Every sample line is `name{labels} value` with a number for value.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+}

@@ -22,12 +22,14 @@
 
 pub mod feed;
 pub mod guard;
+pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 
 use std::future::IntoFuture;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,20 +85,13 @@ pub fn check_bind(addr: &str, token: Option<&str>) -> Result<TcpListener, BindEr
     Ok(listener)
 }
 
-/// What the writer's worker tells the front end: how many batches appended events (the live
-/// feed waits on it), and the figures of `/metrics`.
+/// What the front end and the writer's worker share: requests in flight and the figures of
+/// `/metrics`.
 #[derive(Default)]
 pub struct Stats {
-    pub batches: AtomicU64,
-    pub requests: AtomicU64,
-    pub commands_ok: AtomicU64,
-    pub commands_refused: AtomicU64,
-    pub commands_failed: AtomicU64,
-    pub events_appended: AtomicU64,
-    /// Sum of the batches' handling times (commit included), in microseconds.
-    pub batch_micros: AtomicU64,
     /// Requests submitted and not yet answered.
     pub queued: AtomicUsize,
+    pub metrics: metrics::Metrics,
 }
 
 /// The node's worker, wrapped: after each batch that appended events, `appended` moves on.
@@ -126,31 +121,21 @@ impl<W: Worker<Request = Request, Reply = Reply>> Worker for Notify<W> {
 
     fn handle(&mut self, batch: Vec<Request>, deliver: &mut dyn FnMut(Reply)) {
         let start = Instant::now();
-        let n = batch.len() as u64;
+        let m = &self.stats.metrics;
+        m.batch_size.observe(batch.len() as f64);
+        let commands = batch.iter().any(|r| matches!(r, Request::Command(_)));
         let mut events = 0u64;
-        let (mut ok, mut refused, mut failed) = (0u64, 0u64, 0u64);
         self.inner.handle(batch, &mut |reply| {
-            match &reply {
-                Reply::Done(d) => {
-                    ok += 1;
-                    events += d.events.len() as u64;
-                }
-                Reply::Refused(_) => refused += 1,
-                Reply::Crashed(_) => failed += 1,
-                _ => {}
+            if let Reply::Done(d) = &reply {
+                events += d.events.len() as u64;
             }
             deliver(reply)
         });
-        let s = &self.stats;
-        s.batches.fetch_add(1, Ordering::Relaxed);
-        s.requests.fetch_add(n, Ordering::Relaxed);
-        s.commands_ok.fetch_add(ok, Ordering::Relaxed);
-        s.commands_refused.fetch_add(refused, Ordering::Relaxed);
-        s.commands_failed.fetch_add(failed, Ordering::Relaxed);
-        s.events_appended.fetch_add(events, Ordering::Relaxed);
-        s.batch_micros
-            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if commands {
+            m.commit_seconds.observe_duration(start.elapsed());
+        }
         if events > 0 {
+            m.events_appended.fetch_add(events, Ordering::Relaxed);
             // A retried commandId's reply names events appended before: a spurious wake-up,
             // harmless (the feed reads what is new, if anything).
             self.appended.send_modify(|n| *n += 1);

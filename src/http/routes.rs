@@ -10,7 +10,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -28,16 +28,27 @@ type Answer = Result<Response, Problem>;
 pub fn router(app: Arc<App>, bound: SocketAddr) -> Router {
     let guard = Arc::new(Guard::new(app.options.token.as_deref(), bound));
     let limit = app.options.max_body;
-    Router::new()
-        .route("/api/v1/commands", post(command))
-        .route("/api/v1/rpc", post(rpc))
-        .route("/api/v1/users", get(list_users))
-        .route("/api/v1/users/{id}", get(get_user))
-        .route("/api/v1/users/{id}/history", get(user_history))
-        .route("/api/v1/events", get(read_events))
-        .route("/api/v1/events/live", get(feed::live))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let routes: Vec<(&str, MethodRouter<Arc<App>>)> = vec![
+        ("/api/v1/commands", post(command)),
+        ("/api/v1/rpc", post(rpc)),
+        ("/api/v1/users", get(list_users)),
+        ("/api/v1/users/{id}", get(get_user)),
+        ("/api/v1/users/{id}/history", get(user_history)),
+        ("/api/v1/events", get(read_events)),
+        ("/api/v1/events/live", get(feed::live)),
+        ("/healthz", get(healthz)),
+        ("/readyz", get(readyz)),
+        ("/metrics", get(metrics)),
+        ("/api/v1/openapi.json", get(openapi)),
+    ];
+    debug_assert!(routes
+        .iter()
+        .map(|(p, _)| *p)
+        .eq(super::openapi::ROUTES.iter().map(|(p, _)| *p)));
+    let router = routes
+        .into_iter()
+        .fold(Router::new(), |r, (path, route)| r.route(path, route));
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -150,6 +161,7 @@ async fn command(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer {
+    let started = std::time::Instant::now();
     let bytes = body(bytes, app.options.max_body)?;
     let mut command = object(&bytes)?;
     if let Some(key) = header_text(&headers, "idempotency-key")? {
@@ -186,11 +198,25 @@ async fn command(
         }
         _ => None,
     };
+    // The type, as a metrics label: only the registered ones (a client picks the text).
+    let kind = match command.get("type") {
+        Some(Value::String(t)) if app.registry.command_type(t).is_some() => t.clone(),
+        _ => "unknown".to_string(),
+    };
     let request = Request::Command(node::command::prepare(
         &app.registry,
         Value::Object(command),
     ));
-    match app.bridge.one(request).await.map_err(|_| unavailable())? {
+    let metrics = &app.bridge.stats().metrics;
+    let reply = app.bridge.one(request).await;
+    metrics.command_seconds.observe_duration(started.elapsed());
+    let outcome = match &reply {
+        Ok(Reply::Done(_)) => "ok",
+        Ok(Reply::Refused(f)) => f.code,
+        _ => codes::UNAVAILABLE,
+    };
+    metrics.command(&kind, outcome);
+    match reply.map_err(|_| unavailable())? {
         Reply::Done(done) => {
             let body = serde_json::to_vec(&json!({"success": true, "events": done.events}))
                 .expect("a reply serialises");
@@ -456,8 +482,40 @@ async fn healthz() -> Response {
 
 /// `GET /readyz`: the store answers a read (its head) through the writer.
 async fn readyz(State(app): Shared) -> Answer {
-    ask(&app, "ReadEvents", json!({"after": i64::MAX, "limit": 1}))
+    head(&app)
         .await
         .map_err(|p| Problem::unavailable(format!("the store does not answer: {}", p.detail)))?;
     Ok(json_response(StatusCode::OK, r#"{"status":"ready"}"#))
+}
+
+/// The store's head, read through the writer.
+async fn head(app: &App) -> Result<u64, Problem> {
+    let d = ask(app, "ReadEvents", json!({"after": i64::MAX, "limit": 1})).await?;
+    let v: Value =
+        serde_json::from_str(d.get()).map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok(v["head"].as_u64().unwrap_or(0))
+}
+
+/// `GET /metrics`: the Prometheus text format.
+async fn metrics(State(app): Shared) -> Response {
+    let head = head(&app).await.ok();
+    let text = app.bridge.stats().metrics.render(
+        head,
+        app.bridge
+            .stats()
+            .queued
+            .load(std::sync::atomic::Ordering::Relaxed),
+        app.feed.clients(),
+    );
+    let mut r = (StatusCode::OK, text).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// `GET /api/v1/openapi.json`.
+async fn openapi() -> Response {
+    json_response(StatusCode::OK, super::openapi::document().to_string())
 }
