@@ -99,6 +99,10 @@ struct RunArgs {
         hide_env_values = true
     )]
     http_token: Option<String>,
+    /// With --http: serve stdin/stdout too, by the same node (their commands share the group
+    /// commit).
+    #[arg(long, requires = "http")]
+    stdio: bool,
 }
 
 fn main() -> ExitCode {
@@ -240,16 +244,21 @@ fn serve_http(
         feed_buffer: http::feed::BUFFER,
     };
     let id = store.node_id.clone().unwrap_or_else(|| "cqrs".to_string());
+    let stdio = args.stdio.then(|| Options {
+        node_id: Some(id.clone()),
+        max_batch: args.max_batch as usize,
+        max_line_bytes: args.max_line_bytes as usize,
+    });
     if args.in_memory {
         let node = open_node(MemoryStore::new(), registry.clone(), config)?;
-        run_http(node, listener, registry, options)?;
+        run_http(node, listener, registry, options, stdio)?;
     } else {
         let path = sqlite_file(&store.data_dir, &id);
         let mut s = SqliteStore::open(&path)?;
         s.set_cache_size(config.cache_size);
         tracing::info!(path = %path.display(), "store opened");
         let node = open_node(s, registry.clone(), config)?;
-        run_http(node, listener, registry, options)?;
+        run_http(node, listener, registry, options, stdio)?;
     }
     let what = if args.in_memory {
         "nothing was kept (--in-memory)"
@@ -265,14 +274,48 @@ fn run_http<S: EventStore + Send + 'static>(
     listener: std::net::TcpListener,
     registry: Arc<cqrs_node::plugin::Registry>,
     options: http::Options,
+    stdio: Option<Options>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let (writer, bridge, appended) = http::start(node, options.max_batch)?;
-    // The address actually bound (port 0 picks one), for whoever started the node.
-    println!("listening on http://{}", listener.local_addr()?);
-    std::io::Write::flush(&mut std::io::stdout())?;
-    http::serve(listener, registry, bridge, appended, options)?;
-    // Every handle is gone with the front end: the writer ends after what it has in hand.
-    writer.join();
+    use cqrs_node::http::with_stdio::{Forward, Forwarding};
+    let started = http::start(node, options.max_batch)?;
+    let address = listener.local_addr()?;
+    let stdio = match stdio {
+        Some(stdio_options) => {
+            let (handle, registry) = (started.handle, registry.clone());
+            tracing::info!("serving stdin/stdout too, by the same node");
+            Some(
+                std::thread::Builder::new()
+                    .name("stdio".into())
+                    .spawn(move || {
+                        let service = Forwarding::new(registry);
+                        stdio::serve(&stdio_options, service, move |_| Ok(Forward::new(handle)))
+                    })?,
+            )
+        }
+        None => {
+            drop(started.handle);
+            // The address actually bound (port 0 picks one), for whoever started the node.
+            println!("listening on http://{address}");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            None
+        }
+    };
+    http::serve(
+        listener,
+        registry,
+        started.bridge,
+        started.appended,
+        options,
+    )?;
+    if let Some(thread) = stdio {
+        match thread.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("the stdio front end failed: {e}"),
+            Err(_) => tracing::error!("the stdio front end panicked"),
+        }
+    }
+    // Every handle is gone with the front ends: the writer ends after what it has in hand.
+    started.writer.join();
     Ok(())
 }
 

@@ -32,7 +32,8 @@ fn options() -> Options {
 fn start(options: Options) -> Test {
     let registry = Arc::new(cqrs_node::registry());
     let node = Node::open(MemoryStore::new(), registry.clone(), &Config::default()).unwrap();
-    let (_writer, bridge, appended) = http::start(node, options.max_batch).unwrap();
+    let started = http::start(node, options.max_batch).unwrap();
+    let (bridge, appended) = (started.bridge, started.appended);
     let (stop, stopping) = watch::channel(false);
     let app = App::new(registry, bridge, appended, options, stopping);
     Test {

@@ -353,3 +353,63 @@ fn a_body_over_the_limit_is_413_and_the_node_goes_on() {
     assert_eq!(create(&agent, &s.base, "u").unwrap().0, 201);
     s.stop();
 }
+
+#[test]
+fn with_stdio_both_front_ends_serve_one_node() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = cqrs();
+    cmd.args([
+        "--http",
+        &format!("127.0.0.1:{port}"),
+        "--stdio",
+        "--in-memory",
+    ]);
+    let mut process = Process::spawn(&mut cmd, Options::captured(Stdout::Eager, TIMEOUT)).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = agent();
+    let up = (0..200).any(|_| {
+        let ok = client.get(&format!("{base}/healthz")).call().is_ok();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ok
+    });
+    assert!(up, "HTTP did not come up");
+    // A command on stdin, read over HTTP.
+    process
+        .send(r#"{"src":"c1","dest":"cqrs","body":{"type":"command","msg_id":1,"command":{"type":"CreateUser","payload":{"id":"from-stdin","name":"S"}}}}"#)
+        .unwrap();
+    assert_eq!(
+        process.recv().unwrap(),
+        r#"{"src":"cqrs","dest":"c1","body":{"type":"command_result","in_reply_to":1,"success":true,"events":[{"eventType":"UserCreated","aggregateId":"from-stdin"}]}}"#
+    );
+    let (status, body) = answer(
+        client
+            .get(&format!("{base}/api/v1/users/from-stdin"))
+            .call(),
+    )
+    .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"id":"from-stdin","name":"S"}"#)
+    );
+    // A command over HTTP, read on stdin.
+    assert_eq!(create(&client, &base, "from-http").unwrap().0, 201);
+    process
+        .send(r#"{"src":"c1","dest":"cqrs","body":{"type":"query","msg_id":2,"query":{"type":"GetUser","params":{"userId":"from-http"}}}}"#)
+        .unwrap();
+    assert_eq!(
+        process.recv().unwrap(),
+        r#"{"src":"cqrs","dest":"c1","body":{"type":"query_result","in_reply_to":2,"data":{"id":"from-http","name":"N"}}}"#
+    );
+    // The end of stdin ends the stdio front end, not HTTP.
+    process.close_stdin();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(create(&client, &base, "after-eof").unwrap().0, 201);
+    let s = Server { process, base };
+    s.stop();
+}

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod with_stdio;
 
 use std::future::IntoFuture;
 use std::net::{SocketAddr, TcpListener};
@@ -146,18 +147,32 @@ impl<W: Worker<Request = Request, Reply = Reply>> Worker for Notify<W> {
 /// Submissions waiting for the writer, from the submitter thread.
 pub const QUEUE: usize = 64;
 
+/// A worker started for this front end ([`start`]).
+pub struct Started<W: Worker> {
+    /// To join once every bridge and handle is gone.
+    pub writer: writer::Writer<W>,
+    pub bridge: Bridge,
+    /// What the live feed waits on.
+    pub appended: watch::Receiver<u64>,
+    /// A handle of the same writer, for another front end (`--stdio`); drop it otherwise.
+    pub handle: writer::Handle<W>,
+}
+
 /// Starts `worker` on its writer thread, wrapped in [`Notify`], with a [`Bridge`] in front of
-/// it: the writer (to join once every bridge is gone), the bridge, and what the live feed waits
-/// on.
-#[allow(clippy::type_complexity)]
+/// it.
 pub fn start<W: Worker<Request = Request, Reply = Reply>>(
     worker: W,
     max_batch: usize,
-) -> std::io::Result<(writer::Writer<Notify<W>>, Bridge, watch::Receiver<u64>)> {
+) -> std::io::Result<Started<Notify<W>>> {
     let (worker, appended, stats) = Notify::new(worker);
     let (writer, handle) = writer::Writer::start(worker, max_batch, QUEUE)?;
-    let bridge = Bridge::start(handle, max_batch, stats)?;
-    Ok((writer, bridge, appended))
+    let bridge = Bridge::start(handle.clone(), max_batch, stats)?;
+    Ok(Started {
+        writer,
+        bridge,
+        appended,
+        handle,
+    })
 }
 
 /// Requests of one handler and where their replies go.
