@@ -18,13 +18,18 @@ events on disk.
 Without a subcommand, cqrs serves the node on standard input and output: it waits for JSON \
 messages, one per line (see docs/protocol.md), answers each on standard output, and logs on \
 standard error. It stops at the end of input (everything acknowledged is durable) or on \
-SIGTERM/SIGINT (after answering the batch in hand).";
+SIGTERM/SIGINT (after answering the batch in hand).
+
+With --http ADDR, cqrs serves the same node over HTTP instead (see docs/http.md; with --stdio, \
+both); it then runs until SIGTERM/SIGINT.";
 
 const EXIT_CODES: &str = "Exit status:
-  0  served until the end of input or a signal; `rebuild` done; `check` found nothing wrong
+  0  served until the end of input or a signal (HTTP: a signal); `rebuild` done; `check` found
+     nothing wrong
   1  `check` found a difference (printed on stdout)
   2  could not start or run: bad options, the store is in use by another process, the store
-     cannot be opened, created or read, standard output failed (the reason is on stderr)";
+     cannot be opened, created or read, standard output failed, an HTTP address that does not
+     bind or is not loopback without a token (the reason is on stderr)";
 
 #[derive(Parser)]
 #[command(name = "cqrs", version, about = ABOUT, after_help = EXIT_CODES)]
