@@ -415,6 +415,29 @@ async fn a_token_guards_every_route_but_the_probes() {
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(t.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(t.get("/readyz").await.status, StatusCode::OK);
+    // The console's page holds no data: served without the token; what it calls needs it.
+    let page = t.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Bearer"));
+    t.get("/metrics").await.problem(401, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_at_the_root() {
+    let t = start(options());
+    let got = t.get("/").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(got.body.contains("<title>cqrs-node console</title>"));
+    // What the page calls exists.
+    for path in [
+        "/api/v1/events/live",
+        "/api/v1/users?limit=",
+        "/metrics",
+        "/api/v1/commands",
+    ] {
+        assert!(got.body.contains(path), "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

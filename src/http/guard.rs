@@ -84,9 +84,10 @@ fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
-/// The routes that need no token.
+/// The routes that need no token: the probes, and the console's page (static, no data: it asks
+/// for the token and sends it on every call).
 fn open_route(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
+    matches!(path, "/healthz" | "/readyz" | "/")
 }
 
 /// The middleware: Host first (403), then the token (401).

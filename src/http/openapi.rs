@@ -17,6 +17,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
     ("/api/v1/openapi.json", &["get"]),
+    ("/", &["get"]),
 ];
 
 fn problem(description: &str) -> Value {
@@ -176,7 +177,9 @@ pub fn document() -> Value {
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "the text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
                 "401": unauthorized()}}},
-            "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": data("OpenAPI 3.1")}}}
+            "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": data("OpenAPI 3.1")}}},
+            "/": {"get": {"summary": "The web console (a static page; it asks for the token)", "security": [], "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}}
         }
     })
 }

@@ -40,6 +40,7 @@ pub fn router(app: Arc<App>, bound: SocketAddr) -> Router {
         ("/readyz", get(readyz)),
         ("/metrics", get(metrics)),
         ("/api/v1/openapi.json", get(openapi)),
+        ("/", get(console)),
     ];
     debug_assert!(routes
         .iter()
@@ -518,4 +519,24 @@ async fn metrics(State(app): Shared) -> Response {
 /// `GET /api/v1/openapi.json`.
 async fn openapi() -> Response {
     json_response(StatusCode::OK, super::openapi::document().to_string())
+}
+
+/// The web console: one static page (HTML, CSS and JS), embedded in the binary.
+pub const CONSOLE: &str = include_str!("console.html");
+
+/// `GET /`: the console. It holds no data, so it needs no token: the page asks for the token
+/// and sends it with every call it makes.
+async fn console() -> Response {
+    let mut r = (StatusCode::OK, CONSOLE).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    r
 }
