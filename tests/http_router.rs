@@ -336,6 +336,8 @@ async fn user_queries_answer_the_protocols_data() {
         "/api/v1/events?after=-3",
         "/api/v1/events?limit=0",
         "/api/v1/events/live?after=x",
+        "/api/v1/users/%8a",
+        "/api/v1/users/%FF/history",
     ] {
         t.get(uri).await.problem(422, "validation_failed");
     }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -296,6 +296,12 @@ fn integer(p: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Probl
     }
 }
 
+/// The user id of the path, percent-decoded: 422 if it does not decode to UTF-8.
+fn user_id(id: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    id.map(|Path(id)| id)
+        .map_err(|e| Problem::invalid(format!("the user id in the path cannot be read: {e}")))
+}
+
 fn no_user(id: &str) -> Problem {
     Problem::not_found(format!("no user '{id}'"))
 }
@@ -303,10 +309,11 @@ fn no_user(id: &str) -> Problem {
 /// `GET /api/v1/users/{id}`, `?at=T`, `?version=N`.
 async fn get_user(
     State(app): Shared,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     p: Params,
 ) -> Answer {
+    let id = user_id(id)?;
     let p = params(p)?;
     let (at, version) = (p.get("at"), integer(&p, "version")?);
     let found = |d: Box<RawValue>| {
@@ -377,7 +384,8 @@ async fn get_user(
 }
 
 /// `GET /api/v1/users/{id}/history`.
-async fn user_history(State(app): Shared, Path(id): Path<String>) -> Answer {
+async fn user_history(State(app): Shared, id: Result<Path<String>, PathRejection>) -> Answer {
+    let id = user_id(id)?;
     let d = ask(&app, "GetUserHistory", json!({ "userId": id })).await?;
     if is_null(&d) {
         return Err(no_user(&id));
