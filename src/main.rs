@@ -283,7 +283,7 @@ fn run_http<S: EventStore + Send + 'static>(
 ) -> Result<(), Box<dyn std::error::Error>> {
     use cqrs_node::http::with_stdio::{Forward, Forwarding};
     let started = http::start(node, options.max_batch)?;
-    let address = listener.local_addr()?;
+    let with_stdio = stdio.is_some();
     let stdio = match stdio {
         Some(stdio_options) => {
             let (handle, registry) = (started.handle, registry.clone());
@@ -299,11 +299,16 @@ fn run_http<S: EventStore + Send + 'static>(
         }
         None => {
             drop(started.handle);
+            None
+        }
+    };
+    let ready = move |address| {
+        if !with_stdio {
             // The address actually bound (port 0 picks one), for whoever started the node.
             println!("listening on http://{address}");
             std::io::Write::flush(&mut std::io::stdout())?;
-            None
         }
+        Ok(())
     };
     http::serve(
         listener,
@@ -311,6 +316,7 @@ fn run_http<S: EventStore + Send + 'static>(
         started.bridge,
         started.appended,
         options,
+        ready,
     )?;
     if let Some(thread) = stdio {
         match thread.join() {

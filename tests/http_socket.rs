@@ -413,3 +413,12 @@ fn with_stdio_both_front_ends_serve_one_node() {
     let s = Server { process, base };
     s.stop();
 }
+
+#[test]
+fn a_sigterm_right_after_start_is_a_clean_stop() {
+    for _ in 0..5 {
+        let s = Server::start(&["--in-memory"]);
+        let stderr = s.stop();
+        assert!(stderr.contains("stopped by a signal"), "{stderr}");
+    }
+}

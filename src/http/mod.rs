@@ -335,6 +335,7 @@ pub fn serve(
     bridge: Bridge,
     appended: watch::Receiver<u64>,
     options: Options,
+    ready: impl FnOnce(SocketAddr) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -346,10 +347,14 @@ pub fn serve(
         let (stop_tx, stopping) = watch::channel(false);
         let app = App::new(registry, bridge, appended, options, stopping.clone());
         let router = routes::router(app, local);
+        // The signals are watched before anyone is told the node is up: a SIGTERM sent right
+        // after is a clean stop, not the default action's kill.
+        let signals = watch_signals()?;
         tracing::info!(addr = %local, "serving HTTP");
+        ready(local)?;
         let mut stopped = stopping.clone();
         let shutdown = async move {
-            wait_for_signal().await;
+            signals.await;
             tracing::info!("stopping: answering the requests in hand");
             let _ = stop_tx.send(true);
         };
@@ -370,17 +375,15 @@ pub fn serve(
     })
 }
 
-async fn wait_for_signal() {
+/// Watches SIGTERM and SIGINT (from now on); the future ends at the first.
+fn watch_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot watch SIGTERM/SIGINT");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
