@@ -140,6 +140,20 @@ fn sixteen_concurrent_clients_all_succeed_and_the_log_is_gap_free() {
         .map(|e| e["aggregateId"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), CLIENTS * EACH);
+    // They shared the group commit: fewer commits than commands (16 clients each waiting for
+    // an fsync: while one batch commits, the others' commands queue for the next).
+    let (_, metrics) = answer(agent.get(&s.url("/metrics")).call()).unwrap();
+    let commits: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cqrs_commit_duration_seconds_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        commits < CLIENTS * EACH,
+        "{commits} commits for {} commands",
+        CLIENTS * EACH
+    );
     let stderr = s.stop();
     assert!(stderr.contains("stopped by a signal"), "{stderr}");
     // The store is whole: `cqrs check` on it (the node id is `cqrs` by default over HTTP).
