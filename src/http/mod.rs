@@ -243,9 +243,17 @@ impl Bridge {
 
     /// Submits requests; their replies, in order, once final (after the commit).
     pub async fn call(&self, requests: Vec<Request>) -> Result<Vec<Reply>, Unavailable> {
+        /// Counts requests in flight, also when the handler is dropped (its client left).
+        struct InFlight<'a>(&'a AtomicUsize, usize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::Relaxed);
+            }
+        }
         let n = requests.len();
         let (tx, rx) = oneshot::channel();
         self.stats.queued.fetch_add(n, Ordering::Relaxed);
+        let _in_flight = InFlight(&self.stats.queued, n);
         let sent = self
             .jobs
             .send(Job {
@@ -253,12 +261,10 @@ impl Bridge {
                 reply: tx,
             })
             .await;
-        let got = match sent {
+        match sent {
             Ok(()) => rx.await.map_err(|_| Unavailable),
             Err(_) => Err(Unavailable),
-        };
-        self.stats.queued.fetch_sub(n, Ordering::Relaxed);
-        got
+        }
     }
 
     /// One request, one reply.
