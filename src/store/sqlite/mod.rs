@@ -346,6 +346,19 @@ impl StoreWrite for SqliteTx<'_> {
             .map_err(sql_error)
     }
 
+    fn put_cold_document(&mut self, collection: &str, key: &str, value: &str) -> Result<()> {
+        // An upsert by the text key; the row number is not remembered (a row it already knew
+        // keeps its number: the upsert updates the row in place).
+        self.conn
+            .prepare_cached(
+                "INSERT INTO documents (collection, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut st| st.execute(params![collection, key, value]))
+            .map(drop)
+            .map_err(sql_error)
+    }
+
     fn clear_collection(&mut self, collection: &str) -> Result<()> {
         self.known.borrow_mut().forget_collection(collection);
         self.conn

@@ -183,6 +183,46 @@ impl StoreRead for Reader<'_> {
         rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
     }
 
+    fn document_range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        if empty_range(from, to) {
+            return Ok(Vec::new());
+        }
+        // One statement per shape of the bounds (each cached), so that SQLite sees every bound
+        // as a range on the (collection, key) index: `?2 IS NULL OR key > ?2` is not one.
+        let (lower, a) = match from {
+            Bound::Included(k) => ("AND key >= ?2", Some(k)),
+            Bound::Excluded(k) => ("AND key > ?2", Some(k)),
+            Bound::Unbounded => ("AND ?2 IS NULL", None),
+        };
+        let (upper, b) = match to {
+            Bound::Included(k) => ("AND key <= ?3", Some(k)),
+            Bound::Excluded(k) => ("AND key < ?3", Some(k)),
+            Bound::Unbounded => ("AND ?3 IS NULL", None),
+        };
+        let order = match direction {
+            Direction::Ascending => "ASC",
+            Direction::Descending => "DESC",
+        };
+        let sql = format!(
+            "SELECT key, value FROM documents WHERE collection = ?1 {lower} {upper}
+             ORDER BY key {order} LIMIT ?4"
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(sql_error)?;
+        let rows = st
+            .query_map(params![collection, a, b, to_i64(limit as u64)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(sql_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+    }
+
     fn checkpoint(&self, projection: &str) -> Result<Position> {
         self.conn
             .prepare_cached("SELECT position FROM checkpoints WHERE projection = ?1")
