@@ -9,11 +9,13 @@
 //! the maintained documents equal a full replay.
 
 pub mod users;
+pub mod users_at;
 
 use std::any::Any;
 
 use crate::store::{
-    EventStore, MemoryStore, Position, RecordedEvent, StoreError, StoreRead, StoreWrite,
+    Bound, Direction, EventStore, MemoryStore, Position, RecordedEvent, StoreError, StoreRead,
+    StoreWrite,
 };
 
 /// The document reads and writes a projection may make: object-safe, so that a node can hold
@@ -21,6 +23,17 @@ use crate::store::{
 pub trait Documents {
     fn get(&self, collection: &str, key: &str) -> Result<Option<String>, StoreError>;
     fn put(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<(), StoreError>;
+    /// [`StoreRead::document_range`].
+    fn range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// [`StoreWrite::put_cold_document`].
+    fn put_cold(&mut self, collection: &str, key: &str, value: &str) -> Result<(), StoreError>;
 }
 
 impl<T: StoreWrite> Documents for T {
@@ -29,6 +42,19 @@ impl<T: StoreWrite> Documents for T {
     }
     fn put(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         self.put_document(collection, key, value)
+    }
+    fn range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.document_range(collection, from, to, direction, limit)
+    }
+    fn put_cold(&mut self, collection: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.put_cold_document(collection, key, value)
     }
 }
 
@@ -83,6 +109,20 @@ impl<T: StoreWrite + ?Sized> Documents for Through<'_, T> {
     }
     fn put(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         self.0.put_document(collection, key, value)
+    }
+    fn range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.0
+            .document_range(collection, from, to, direction, limit)
+    }
+    fn put_cold(&mut self, collection: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.0.put_cold_document(collection, key, value)
     }
 }
 
