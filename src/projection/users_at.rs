@@ -339,6 +339,72 @@ impl Projection for UsersAtProjection {
     }
 }
 
+/// Versions read at a time by [`scan`]: a few users' worth.
+const WINDOW: usize = 16;
+
+/// Adds to `users` the users with versions in `[from, to)` that were visible at `t`, in key
+/// order; true as soon as one more than `limit` is found (the page is full and more follow).
+///
+/// It reads the versions in windows of [`WINDOW`]: a user whose versions all fall inside a
+/// window is decided from it (created after `t`: skipped; else its state is its newest version
+/// at or before `t`); a user cut off at the window's end is decided with one descending seek
+/// (unless the window already shows a version after `t`), and the next window starts past it.
+fn scan(
+    store: &dyn StoreRead,
+    t: Timestamp,
+    from: &str,
+    to: Bound<&str>,
+    limit: usize,
+    users: &mut Vec<(String, String)>,
+) -> Result<bool, StoreError> {
+    let mut resume = from.to_string();
+    let mut lower = Bound::Included(resume.as_str());
+    loop {
+        let window = store.document_range(VERSIONS, lower, to, Direction::Ascending, WINDOW)?;
+        let full = window.len() == WINDOW;
+        let mut i = 0;
+        let mut cut_at = None;
+        while i < window.len() {
+            let (user, created) = split_version(&window[i].0)?;
+            let mut state = None;
+            let mut newest = created;
+            let mut j = i;
+            while j < window.len() && window[j].0.starts_with(user) {
+                newest = split_version(&window[j].0)?.1;
+                if newest <= t {
+                    state = Some(j);
+                }
+                j += 1;
+            }
+            let cut = full && j == window.len();
+            let doc = match state {
+                None => None,
+                // Later versions may be at or before `t` too: ask for the newest.
+                Some(_) if cut && newest <= t => state_at(&*first_in(store, VERSIONS), user, t)?,
+                Some(k) => Some(window[k].1.clone()),
+            };
+            if let Some(doc) = doc.filter(|d| d != GONE) {
+                if users.len() == limit {
+                    return Ok(true);
+                }
+                users.push((id_of(user), doc));
+            }
+            if cut {
+                cut_at = Some(format!("{user}{PAST_VERSIONS}"));
+                break;
+            }
+            i = j;
+        }
+        match cut_at {
+            Some(past) => {
+                resume = past;
+                lower = Bound::Included(resume.as_str());
+            }
+            None => return Ok(false),
+        }
+    }
+}
+
 /// A page of [`list_at`]: each user's id and state (a JSON object), and whether more follow.
 pub struct Page {
     pub users: Vec<(String, String)>,
@@ -354,7 +420,6 @@ pub fn list_at(
     after: Option<&str>,
 ) -> Result<Page, StoreError> {
     const FETCH: usize = 32;
-    let read = first_in(store, VERSIONS);
     // The users after `after`: from past its versions on (never a key itself).
     let start = after.map(|a| format!("{}{PAST_VERSIONS}", user_key(a)));
     let mut users = Vec::new();
@@ -394,25 +459,12 @@ pub fn list_at(
             if block.first_created <= t {
                 let end = queue.front().map(|(k, _)| k.as_str());
                 let to = end.map_or(Bound::Unbounded, Bound::Excluded);
-                let mut from = match &start {
+                let from = match &start {
                     Some(s) if s > key => s.clone(),
                     _ => key.clone(),
                 };
-                let mut bound = Bound::Included(from.as_str());
-                while let Some((user, created)) = next_user(&read, bound, to)? {
-                    if created <= t {
-                        match state_at(&read, &user, t)? {
-                            Some(doc) if doc != GONE => {
-                                if users.len() == limit {
-                                    return Ok(Page { users, more: true });
-                                }
-                                users.push((id_of(&user), doc));
-                            }
-                            _ => {}
-                        }
-                    }
-                    from = format!("{user}{PAST_VERSIONS}");
-                    bound = Bound::Excluded(from.as_str());
+                if scan(store, t, &from, to, limit, &mut users)? {
+                    return Ok(Page { users, more: true });
                 }
             }
         }
