@@ -188,7 +188,7 @@ impl History {
                 id,
                 email: format!("u{u}@x.org"),
             },
-            _ if u % 10 == 0 => UserCommand::DeleteUser { id },
+            _ if u.is_multiple_of(10) => UserCommand::DeleteUser { id },
             _ => {
                 let mut changes = Attributes::new();
                 changes.insert("team".into(), json!(format!("t{}", u % 7)));
@@ -201,7 +201,7 @@ impl History {
     fn state_at(&self, u: u32, t: i64) -> Option<Value> {
         let times = &self.times[u as usize];
         let done = times.iter().filter(|&&s| i64::from(s) <= t).count();
-        if done == 0 || (done == 4 && u % 10 == 0) {
+        if done == 0 || (done == 4 && u.is_multiple_of(10)) {
             return None;
         }
         let mut v =
