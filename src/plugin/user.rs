@@ -254,7 +254,7 @@ fn list_users_at_time(
         .into_iter()
         .map(|(_, d)| {
             RawValue::from_string(d)
-                .map_err(|e| StoreError::Corrupt(format!("{} document: {e}", users_at::VERSIONS)))
+                .map_err(|e| StoreError::Corrupt(format!("{} document: {e}", users_at::RECENT)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     #[derive(Serialize)]

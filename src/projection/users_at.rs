@@ -1,58 +1,74 @@
 //! The temporal users read model: every user's state as of any time, for `ListUsersAtTime`.
 //!
-//! Two collections, both written in the command's own transaction (like the users read model)
-//! and rebuilt from the log:
+//! Three collections, written in the command's own transaction (like the users read model) and
+//! rebuilt from the log:
 //!
-//! * [`VERSIONS`]: one document per command that changed a user (not per event: a command's
-//!   events share its time), keyed `user key ‖ time` and holding the user's visible state from
-//!   that time on (the state `GetUserAtTime` shows, without `at_time`), or `null` once deleted.
-//!   Commands at the same time as the one before them rewrite its document: the state at T is
-//!   that after every event up to and including T. So "the state of X at T" is one descending
-//!   seek from `key(X) ‖ T`, and the versions of all users are ordered by user id.
+//! * [`RECENT`]: one document per user ever created, keyed by its id, rewritten by each of its
+//!   commands (as the users document is, and usually on the same page: they are created
+//!   together): its creation time, a base (the user's state as of a time, `null` before
+//!   creation or once deleted), and the changes since, one line per event with its time (the
+//!   event's attributes, or `null` for a deletion). The state at any time from the base on is
+//!   the base with the changes up to that time applied. Text, one item per line:
+//!
+//!   ```text
+//!   <created ns> <base ns>
+//!   <base state: a JSON object, or null>
+//!   <event ns> <attributes set: a JSON object, or null when deleted>
+//!   ...
+//!   ```
+//!
+//! * [`PAST`]: when a user's recent document holds [`RECENT_MAX`] changes, it is filed as it is
+//!   under `user key ‖ base time` (written once, never read back by key), and the recent
+//!   document starts again from the state it reached. The state at a time before the recent
+//!   base is then one descending seek away: the filed document whose base is the newest at or
+//!   before that time.
 //! * [`BLOCKS`]: the users cut into blocks of consecutive ids, one document per block, keyed by
-//!   its first user's key and holding the earliest creation time in the block and how many users
+//!   its first user's id and holding the earliest creation time in the block and how many users
 //!   it has. A query skips every block whose users were all created after its time. Written
 //!   only when a user is created (one of about four events): the block's count (and maybe its
 //!   earliest time) changes; a block past [`BLOCK_MAX`] users splits in two.
 //!
-//! A user's key is its id with every NUL escaped (`\0` → `\0\x01`) and `\0\0` after it: keys
-//! are then in the order of the ids, and no key is a prefix of another's. A time is 16 hex
-//! digits of its nanoseconds with the sign bit flipped, so that text order is time order.
+//! So a command adds no document: it rewrites one (and, one time in [`RECENT_MAX`], files one),
+//! which on SQLite mostly dirties a page the users document dirties anyway.
 //!
 //! `ListUsersAtTime` ([`list_at`]) walks the blocks from `after` on, skips blocks created too
-//! late, and in the others takes each user in id order: one ascending seek finds the user and
-//! its creation time (its first version), one descending seek its state at T. Its cost is
-//! O(log n) per user looked at: the page, the users of the blocks it passes that were created
-//! after T, and the users deleted by T (they have no document of their own to skip by).
-
-use std::any::Any;
+//! late, and in the others reads the recent documents in id order, a page at a time: each is
+//! decided from itself (created after T: skipped; else its state at T, from the base, or from
+//! the filed document for T). Its cost is O(log n) for the first read, then O(1) per user looked
+//! at: the page, the users of the blocks it passes that were created after T, and the users
+//! deleted by T (they cannot be skipped by a summary).
 
 use super::{Documents, Projection};
-use crate::domain::user::{Attributes, Status, User, UserEvent};
-use crate::domain::{Aggregate, DomainEvent};
+use crate::domain::user::{Attributes, User};
+use crate::domain::Aggregate;
 use crate::store::{Bound, Direction, RecordedEvent, StoreError, StoreRead};
 use crate::timestamp::Timestamp;
 
-pub const VERSIONS: &str = "users_at";
+pub const RECENT: &str = "users_at";
+pub const PAST: &str = "users_at_past";
 pub const BLOCKS: &str = "users_at_blocks";
 
 /// Most users in a block; one more splits it in two halves.
 pub const BLOCK_MAX: usize = 64;
 
-/// The state of a deleted user.
+/// Most changes a recent document holds before it is filed.
+pub const RECENT_MAX: usize = 32;
+
+/// The state of a user not created yet, or deleted.
 const GONE: &str = "null";
-
-/// Hex digits of a time in a key.
-const TIME_LEN: usize = 16;
-
-/// Past every version key of a user, when appended to its key (hex digits are below `g`).
-const PAST_VERSIONS: &str = "g";
 
 pub struct UsersAtProjection;
 
-/// The key of a user: its id, NULs escaped, then `\0\0`.
-pub fn user_key(id: &str) -> String {
-    let mut key = String::with_capacity(id.len() + 2 + TIME_LEN);
+/// The key of a user in [`PAST`]: its id, NULs escaped, then `\0\0` (so that keys keep the
+/// order of the ids and no user's keys start with another's), then the time.
+pub fn past_key(id: &str, t: Timestamp) -> String {
+    let mut key = user_prefix(id);
+    push_time(&mut key, t);
+    key
+}
+
+fn user_prefix(id: &str) -> String {
+    let mut key = String::with_capacity(id.len() + 2 + 16);
     for (i, part) in id.split('\0').enumerate() {
         if i > 0 {
             key.push_str("\0\u{1}");
@@ -63,42 +79,108 @@ pub fn user_key(id: &str) -> String {
     key
 }
 
-/// The id of a user key.
-fn id_of(key: &str) -> String {
-    key[..key.len() - 2].replace("\0\u{1}", "\0")
-}
-
+/// 16 hex digits of the nanoseconds with the sign bit flipped: text order is time order.
 fn push_time(key: &mut String, t: Timestamp) {
     use std::fmt::Write;
     let bits = (t.nanos() as u64) ^ (1 << 63);
     write!(key, "{bits:016x}").expect("writing to a String");
 }
 
-fn version_key(user: &str, t: Timestamp) -> String {
-    let mut key = String::with_capacity(user.len() + TIME_LEN);
-    key.push_str(user);
-    push_time(&mut key, t);
-    key
-}
-
 fn corrupt(what: &str, key: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} document {key:?}"))
 }
 
-/// A version key, split into its user's key and its time.
-fn split_version(key: &str) -> Result<(&str, Timestamp), StoreError> {
-    let cut = key
-        .len()
-        .checked_sub(TIME_LEN)
-        .filter(|&c| key.is_char_boundary(c) && key[..c].ends_with("\0\0"))
-        .ok_or_else(|| corrupt(VERSIONS, key))?;
-    let bits = u64::from_str_radix(&key[cut..], 16).map_err(|_| corrupt(VERSIONS, key))?;
-    Ok((&key[..cut], Timestamp((bits ^ (1 << 63)) as i64)))
+/// A recent (or filed) document, read.
+struct History<'a> {
+    created: Timestamp,
+    base_time: Timestamp,
+    /// `None`: `null`.
+    base: Option<&'a str>,
+    /// The changes after the base, oldest first: each one's time, and `None` for a deletion.
+    changes: Vec<(Timestamp, Option<&'a str>)>,
 }
 
-/// The first document of a key range, read in a direction (a seek).
-type Seek<'a> = dyn Fn(Bound<&str>, Bound<&str>, Direction) -> Result<Option<(String, String)>, StoreError>
-    + 'a;
+fn time(s: &str) -> Option<Timestamp> {
+    s.parse().ok().map(Timestamp)
+}
+
+fn object(s: &str) -> Option<Option<&str>> {
+    match s {
+        GONE => Some(None),
+        _ if s.starts_with('{') => Some(Some(s)),
+        _ => None,
+    }
+}
+
+impl<'a> History<'a> {
+    fn parse(collection: &str, key: &str, doc: &'a str) -> Result<Self, StoreError> {
+        let bad = || corrupt(collection, key);
+        let mut lines = doc.split('\n');
+        let (created, base_time) = lines
+            .next()
+            .and_then(|l| l.split_once(' '))
+            .and_then(|(c, b)| Some((time(c)?, time(b)?)))
+            .ok_or_else(bad)?;
+        let base = lines.next().and_then(object).ok_or_else(bad)?;
+        let changes = lines
+            .map(|l| {
+                let (t, change) = l.split_once(' ')?;
+                Some((time(t)?, object(change)?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(bad)?;
+        Ok(History {
+            created,
+            base_time,
+            base,
+            changes,
+        })
+    }
+
+    /// The state at `t` (`t` at or after the base): the base and the changes up to `t`;
+    /// `None` if there is none then. Written as the users projection writes its documents.
+    fn state_at(&self, t: Timestamp, key: &str) -> Result<Option<String>, StoreError> {
+        let upto = self.changes.iter().take_while(|(at, _)| *at <= t);
+        // Nothing to apply: the base as it is.
+        if self.changes.first().is_none_or(|(at, _)| *at > t) {
+            return Ok(self.base.map(str::to_string));
+        }
+        let parse =
+            |s: &str| serde_json::from_str::<Attributes>(s).map_err(|_| corrupt(RECENT, key));
+        let mut state = self.base.map(parse).transpose()?;
+        for (_, change) in upto {
+            state = match (state, change) {
+                (_, None) => None,
+                (None, Some(c)) => Some(parse(c)?),
+                (Some(mut s), Some(c)) => {
+                    s.extend(parse(c)?);
+                    Some(s)
+                }
+            };
+        }
+        Ok(state.map(|s| s.to_json()))
+    }
+}
+
+/// The state of the user whose recent document this is at `t`, if it had one then.
+fn state_of(
+    store: &dyn Fn(&str, Bound<&str>, Bound<&str>) -> Result<Option<(String, String)>, StoreError>,
+    id: &str,
+    recent: &History<'_>,
+    t: Timestamp,
+) -> Result<Option<String>, StoreError> {
+    if t < recent.created {
+        return Ok(None);
+    }
+    if t >= recent.base_time {
+        return recent.state_at(t, id);
+    }
+    let lower = user_prefix(id);
+    let upper = past_key(id, t);
+    let (key, doc) = store(PAST, Bound::Included(&lower), Bound::Included(&upper))?
+        .ok_or_else(|| corrupt(RECENT, id))?;
+    History::parse(PAST, &key, &doc)?.state_at(t, &key)
+}
 
 /// A block: the earliest creation time of its users, and how many it has.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -111,7 +193,7 @@ impl Block {
     fn parse(key: &str, value: &str) -> Result<Self, StoreError> {
         let (t, n) = value.split_once(' ').ok_or_else(|| corrupt(BLOCKS, key))?;
         Ok(Block {
-            first_created: Timestamp(t.parse().map_err(|_| corrupt(BLOCKS, key))?),
+            first_created: time(t).ok_or_else(|| corrupt(BLOCKS, key))?,
             users: n.parse().map_err(|_| corrupt(BLOCKS, key))?,
         })
     }
@@ -121,97 +203,47 @@ impl Block {
     }
 }
 
-/// The user whose first version is the first at or after `from` (below `to`): its key and
-/// creation time.
-fn next_user(
-    read: &Seek<'_>,
+/// The first document of a range.
+fn first(
+    docs: &dyn Documents,
+    collection: &str,
     from: Bound<&str>,
     to: Bound<&str>,
-) -> Result<Option<(String, Timestamp)>, StoreError> {
-    let Some((key, _)) = read(from, to, Direction::Ascending)? else {
-        return Ok(None);
-    };
-    let (user, created) = split_version(&key)?;
-    Ok(Some((user.to_string(), created)))
+    direction: Direction,
+) -> Result<Option<(String, String)>, StoreError> {
+    Ok(docs.range(collection, from, to, direction, 1)?.pop())
 }
 
-/// The state (text of the version document) of a user at `t`, if it had one by then.
-fn state_at(read: &Seek<'_>, user: &str, t: Timestamp) -> Result<Option<String>, StoreError> {
-    let upto = version_key(user, t);
-    Ok(read(
-        Bound::Included(user),
-        Bound::Included(&upto),
-        Direction::Descending,
-    )?
-    .map(|(_, v)| v))
-}
-
-/// Where the first document of a range is, through [`Documents`].
-fn first_doc<'a>(docs: &'a dyn Documents, collection: &'a str) -> Box<Seek<'a>> {
-    Box::new(move |from, to, direction| {
-        Ok(docs
-            .range(collection, from, to, direction, 1)?
-            .into_iter()
-            .next())
-    })
-}
-
-/// The same through a [`StoreRead`].
-fn first_in<'a>(store: &'a dyn StoreRead, collection: &'a str) -> Box<Seek<'a>> {
-    Box::new(move |from, to, direction| {
-        Ok(store
-            .document_range(collection, from, to, direction, 1)?
-            .into_iter()
-            .next())
-    })
-}
-
-/// Writes the user's state from `t` on (after its version document at `t`, if any).
-fn write_version(
-    docs: &mut dyn Documents,
-    user: &str,
-    t: Timestamp,
-    state: &User,
-) -> Result<(), StoreError> {
-    let value = match state.visible() {
-        Some(a) => a.to_json(),
-        None => GONE.to_string(),
-    };
-    docs.put_cold(VERSIONS, &version_key(user, t), &value)
-}
-
-/// Counts a user created at `created` (its version document already written) in its block.
-fn count_created(
-    docs: &mut dyn Documents,
-    user: &str,
-    created: Timestamp,
-) -> Result<(), StoreError> {
-    let below = docs.range(
+/// Counts a user created at `created` (its recent document already written) in its block.
+fn count_created(docs: &mut dyn Documents, id: &str, created: Timestamp) -> Result<(), StoreError> {
+    let below = first(
+        docs,
         BLOCKS,
         Bound::Unbounded,
-        Bound::Included(user),
+        Bound::Included(id),
         Direction::Descending,
-        1,
     )?;
-    let (key, block) = match below.into_iter().next() {
-        Some((key, value)) => (key.clone(), Block::parse(&key, &value)?),
+    let (key, block) = match below {
+        Some((key, value)) => {
+            let block = Block::parse(&key, &value)?;
+            (key, block)
+        }
         None => {
             // Before every block: the first block now starts at this user.
-            let first = docs.range(
+            match first(
+                docs,
                 BLOCKS,
                 Bound::Unbounded,
                 Bound::Unbounded,
                 Direction::Ascending,
-                1,
-            )?;
-            match first.into_iter().next() {
+            )? {
                 Some((key, value)) => {
                     let block = Block::parse(&key, &value)?;
                     docs.put(BLOCKS, &key, None)?;
-                    (user.to_string(), block)
+                    (id.to_string(), block)
                 }
                 None => (
-                    user.to_string(),
+                    id.to_string(),
                     Block {
                         first_created: created,
                         users: 0,
@@ -227,46 +259,29 @@ fn count_created(
     if block.users <= BLOCK_MAX {
         return docs.put(BLOCKS, &key, Some(&block.text()));
     }
-    split(docs, &key)
-}
-
-/// Splits the block at `key` in two halves by id.
-fn split(docs: &mut dyn Documents, key: &str) -> Result<(), StoreError> {
-    let next = docs
-        .range(
-            BLOCKS,
-            Bound::Excluded(key),
-            Bound::Unbounded,
-            Direction::Ascending,
-            1,
-        )?
-        .into_iter()
-        .next()
-        .map(|(k, _)| k);
-    let to = next.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-    let mut users: Vec<(String, Timestamp)> = Vec::with_capacity(BLOCK_MAX + 1);
-    {
-        let read = first_doc(docs, VERSIONS);
-        let mut from = key.to_string();
-        let mut bound = Bound::Included(from.as_str());
-        while let Some((user, created)) = next_user(&read, bound, to)? {
-            from = format!("{user}{PAST_VERSIONS}");
-            users.push((user, created));
-            bound = Bound::Excluded(from.as_str());
-        }
-    }
+    // Split in two halves by id: the block's users are its recent documents.
+    let users = docs.range(
+        RECENT,
+        Bound::Included(&key),
+        Bound::Unbounded,
+        Direction::Ascending,
+        block.users,
+    )?;
     let half = users.len() / 2;
     for (i, part) in [&users[..half], &users[half..]].into_iter().enumerate() {
+        let mut first_created = Timestamp(i64::MAX);
+        for (k, doc) in part {
+            first_created = first_created.min(History::parse(RECENT, k, doc)?.created);
+        }
         let block = Block {
-            first_created: part
-                .iter()
-                .map(|u| u.1)
-                .min()
-                .unwrap_or(Timestamp(i64::MAX)),
+            first_created,
             users: part.len(),
         };
-        // The first half keeps the block's key (its first user may sort after it no more).
-        let at = if i == 0 { key } else { part[0].0.as_str() };
+        let at = if i == 0 {
+            key.as_str()
+        } else {
+            part[0].0.as_str()
+        };
         docs.put(BLOCKS, at, Some(&block.text()))?;
     }
     Ok(())
@@ -278,130 +293,58 @@ impl Projection for UsersAtProjection {
     }
 
     fn collections(&self) -> &'static [&'static str] {
-        &[VERSIONS, BLOCKS]
+        &[RECENT, PAST, BLOCKS]
     }
 
+    /// The event's change appended to its user's recent document (the event's data: every
+    /// user event but the deletion carries exactly the attributes it sets).
     fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), StoreError> {
         if event.stream.category != User::CATEGORY {
             return Ok(());
         }
-        let bad = |msg: String| StoreError::Corrupt(format!("event {}: {msg}", event.position));
-        let e = UserEvent::from_data(&event.event_type, &event.data).map_err(bad)?;
-        let user = user_key(&event.stream.id);
-        let latest = {
-            let past = format!("{user}{PAST_VERSIONS}");
-            first_doc(docs, VERSIONS)(
-                Bound::Included(&user),
-                Bound::Excluded(&past),
-                Direction::Descending,
-            )?
+        let bad = |msg: &str| StoreError::Corrupt(format!("event {}: {msg}", event.position));
+        let change = match event.event_type.as_str() {
+            "UserDeleted" => GONE,
+            "UserCreated" | "UserUpdated" | "UserRenamed" | "UserEmailChanged" => {
+                if !event.data.starts_with('{') {
+                    return Err(bad("data is not a JSON object"));
+                }
+                event.data.as_str()
+            }
+            other => return Err(bad(&format!("unknown User event type '{other}'"))),
         };
-        let created = matches!(e, UserEvent::UserCreated { .. });
-        let mut state = match latest {
-            Some((_, doc)) if doc == GONE => return Ok(()),
-            Some((key, doc)) => User {
-                status: Status::Active,
-                attributes: serde_json::from_str::<Attributes>(&doc)
-                    .map_err(|e| bad(format!("{VERSIONS} document {key:?}: {e}")))?,
-            },
-            None if created => User::default(),
+        let id = &event.stream.id;
+        let t = event.timestamp;
+        let mut doc = match docs.get(RECENT, id)? {
+            Some(doc) => doc,
+            None if event.event_type == "UserCreated" => {
+                let doc = format!("{n} {n}\n{GONE}\n{n} {change}", n = t.nanos());
+                docs.put(RECENT, id, Some(&doc))?;
+                return count_created(docs, id, t);
+            }
+            // A change to a user never created: nothing to show.
             None => return Ok(()),
         };
-        state.evolve_owned(e);
-        write_version(docs, &user, event.timestamp, &state)?;
-        if created {
-            count_created(docs, &user, event.timestamp)?;
-        }
-        Ok(())
-    }
-
-    fn apply_command(
-        &self,
-        docs: &mut dyn Documents,
-        events: &[RecordedEvent],
-        state: &dyn Any,
-    ) -> Result<(), StoreError> {
-        match (events.first(), events.last(), state.downcast_ref::<User>()) {
-            (Some(first), Some(last), Some(user))
-                if last.stream.category == User::CATEGORY
-                    && events.iter().all(|e| e.timestamp == first.timestamp) =>
-            {
-                let key = user_key(&last.stream.id);
-                write_version(docs, &key, last.timestamp, user)?;
-                if first.version == 1 {
-                    count_created(docs, &key, first.timestamp)?;
-                }
-                Ok(())
-            }
-            // Another aggregate's events, or events at several times: one by one.
-            _ => events.iter().try_for_each(|e| self.apply(docs, e)),
-        }
-    }
-}
-
-/// Versions read at a time by [`scan`]: a few users' worth.
-const WINDOW: usize = 16;
-
-/// Adds to `users` the users with versions in `[from, to)` that were visible at `t`, in key
-/// order; true as soon as one more than `limit` is found (the page is full and more follow).
-///
-/// It reads the versions in windows of [`WINDOW`]: a user whose versions all fall inside a
-/// window is decided from it (created after `t`: skipped; else its state is its newest version
-/// at or before `t`); a user cut off at the window's end is decided with one descending seek
-/// (unless the window already shows a version after `t`), and the next window starts past it.
-fn scan(
-    store: &dyn StoreRead,
-    t: Timestamp,
-    from: &str,
-    to: Bound<&str>,
-    limit: usize,
-    users: &mut Vec<(String, String)>,
-) -> Result<bool, StoreError> {
-    let mut resume = from.to_string();
-    let mut lower = Bound::Included(resume.as_str());
-    loop {
-        let window = store.document_range(VERSIONS, lower, to, Direction::Ascending, WINDOW)?;
-        let full = window.len() == WINDOW;
-        let mut i = 0;
-        let mut cut_at = None;
-        while i < window.len() {
-            let (user, created) = split_version(&window[i].0)?;
-            let mut state = None;
-            let mut newest = created;
-            let mut j = i;
-            while j < window.len() && window[j].0.starts_with(user) {
-                newest = split_version(&window[j].0)?.1;
-                if newest <= t {
-                    state = Some(j);
-                }
-                j += 1;
-            }
-            let cut = full && j == window.len();
-            let doc = match state {
-                None => None,
-                // Later versions may be at or before `t` too: ask for the newest.
-                Some(_) if cut && newest <= t => state_at(&*first_in(store, VERSIONS), user, t)?,
-                Some(k) => Some(window[k].1.clone()),
+        let changes = doc.bytes().filter(|&b| b == b'\n').count() - 1;
+        if changes >= RECENT_MAX {
+            // File it, and start again from the state it reached.
+            let (created, base, base_time) = {
+                let h = History::parse(RECENT, id, &doc)?;
+                let last = h.changes.last().map_or(h.base_time, |c| c.0);
+                (h.created, h.state_at(last, id)?, last)
             };
-            if let Some(doc) = doc.filter(|d| d != GONE) {
-                if users.len() == limit {
-                    return Ok(true);
-                }
-                users.push((id_of(user), doc));
-            }
-            if cut {
-                cut_at = Some(format!("{user}{PAST_VERSIONS}"));
-                break;
-            }
-            i = j;
+            let filed = History::parse(RECENT, id, &doc)?.base_time;
+            docs.put_cold(PAST, &past_key(id, filed), &doc)?;
+            doc = format!(
+                "{} {}\n{}",
+                created.nanos(),
+                base_time.nanos(),
+                base.as_deref().unwrap_or(GONE)
+            );
         }
-        match cut_at {
-            Some(past) => {
-                resume = past;
-                lower = Bound::Included(resume.as_str());
-            }
-            None => return Ok(false),
-        }
+        use std::fmt::Write;
+        write!(doc, "\n{} {change}", t.nanos()).expect("writing to a String");
+        docs.put(RECENT, id, Some(&doc))
     }
 }
 
@@ -420,17 +363,20 @@ pub fn list_at(
     after: Option<&str>,
 ) -> Result<Page, StoreError> {
     const FETCH: usize = 32;
-    // The users after `after`: from past its versions on (never a key itself).
-    let start = after.map(|a| format!("{}{PAST_VERSIONS}", user_key(a)));
+    let past = |c: &str, from: Bound<&str>, to: Bound<&str>| {
+        Ok(store
+            .document_range(c, from, to, Direction::Descending, 1)?
+            .pop())
+    };
     let mut users = Vec::new();
-    // The block holding `start` (none before the first block: it starts at the smallest user),
-    // then the blocks after it, a few at a time.
-    let mut current = match &start {
-        Some(s) => store
+    // The block holding `after` (none before the first block: it starts at the smallest
+    // user), then the blocks after it, a few at a time.
+    let mut current = match after {
+        Some(a) => store
             .document_range(
                 BLOCKS,
                 Bound::Unbounded,
-                Bound::Included(s),
+                Bound::Included(a),
                 Direction::Descending,
                 1,
             )?
@@ -459,12 +405,33 @@ pub fn list_at(
             if block.first_created <= t {
                 let end = queue.front().map(|(k, _)| k.as_str());
                 let to = end.map_or(Bound::Unbounded, Bound::Excluded);
-                let from = match &start {
-                    Some(s) if s > key => s.clone(),
-                    _ => key.clone(),
+                let mut from = match after {
+                    Some(a) if a >= key.as_str() => Bound::Excluded(a.to_string()),
+                    _ => Bound::Included(key.clone()),
                 };
-                if scan(store, t, &from, to, limit, &mut users)? {
-                    return Ok(Page { users, more: true });
+                loop {
+                    // A page's worth (and one more) of the block's users at a time.
+                    let want = (limit + 1 - users.len()).clamp(8, BLOCK_MAX);
+                    let docs = store.document_range(
+                        RECENT,
+                        from.as_ref().map(String::as_str),
+                        to,
+                        Direction::Ascending,
+                        want,
+                    )?;
+                    for (id, doc) in &docs {
+                        let recent = History::parse(RECENT, id, doc)?;
+                        if let Some(state) = state_of(&past, id, &recent, t)? {
+                            if users.len() == limit {
+                                return Ok(Page { users, more: true });
+                            }
+                            users.push((id.clone(), state));
+                        }
+                    }
+                    match docs.last() {
+                        Some((id, _)) if docs.len() == want => from = Bound::Excluded(id.clone()),
+                        _ => break,
+                    }
                 }
             }
         }
@@ -481,41 +448,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_keys_keep_the_order_of_ids_and_no_key_is_a_prefix_of_another() {
+    fn past_keys_keep_the_order_of_ids_then_times() {
         let mut ids = [
             "", "a", "a\0", "a\0\0", "a\0b", "a\u{1}", "ab", "b", "é", "\0",
         ];
         ids.sort_by(|x, y| x.as_bytes().cmp(y.as_bytes()));
-        let keys: Vec<String> = ids.iter().map(|i| user_key(i)).collect();
+        let times = [i64::MIN, -5, 0, 7, i64::MAX].map(Timestamp);
+        let keys: Vec<String> = ids
+            .iter()
+            .flat_map(|i| times.iter().map(move |&t| past_key(i, t)))
+            .collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(id_of(k), ids[i]);
-            for (j, other) in keys.iter().enumerate() {
-                assert!(
-                    i == j || !other.starts_with(k.as_str()),
-                    "{k:?} / {other:?}"
-                );
+        // No user's keys start with another user's prefix.
+        for a in &ids {
+            for b in &ids {
+                assert!(a == b || !past_key(b, Timestamp(0)).starts_with(&user_prefix(a)));
             }
         }
     }
 
     #[test]
-    fn version_keys_are_in_time_order_and_split_back() {
-        let times = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX].map(Timestamp);
-        let keys: Vec<String> = times
-            .iter()
-            .map(|&t| version_key(&user_key("u"), t))
-            .collect();
-        let mut sorted = keys.clone();
-        sorted.sort();
-        assert_eq!(keys, sorted);
-        for (k, t) in keys.iter().zip(times) {
-            assert_eq!(split_version(k).unwrap(), ("u\0\0", t));
-            assert!(k.as_str() < format!("u\0\0{PAST_VERSIONS}").as_str());
-        }
-        assert!(split_version("u\0\0zz").is_err());
-        assert!(split_version("short").is_err());
+    fn a_history_folds_its_changes_up_to_a_time() {
+        let doc =
+            "5 5\nnull\n5 {\"id\":\"u\",\"name\":\"A\"}\n7 {\"name\":\"B\"}\n7 {\"e\":1}\n9 null";
+        let h = History::parse(RECENT, "u", doc).unwrap();
+        let at = |t| h.state_at(Timestamp(t), "u").unwrap();
+        assert_eq!(at(4), None);
+        assert_eq!(at(5).as_deref(), Some(r#"{"id":"u","name":"A"}"#));
+        assert_eq!(at(8).as_deref(), Some(r#"{"id":"u","name":"B","e":1}"#));
+        assert_eq!(at(9), None);
+        assert!(History::parse(RECENT, "u", "5 5\nnull\n7 [1]").is_err());
+        assert!(History::parse(RECENT, "u", "5\nnull").is_err());
     }
 }

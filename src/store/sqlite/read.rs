@@ -195,16 +195,18 @@ impl StoreRead for Reader<'_> {
             return Ok(Vec::new());
         }
         // One statement per shape of the bounds (each cached), so that SQLite sees every bound
-        // as a range on the (collection, key) index: `?2 IS NULL OR key > ?2` is not one.
+        // as a range on the (collection, key) index (`?2 IS NULL OR key > ?2` is not one). An
+        // absent bound's parameter is left out of the text (and bound to NULL, unused): a term
+        // such as `?2 IS NULL` made SQLite prepare the statement again at every run.
         let (lower, a) = match from {
             Bound::Included(k) => ("AND key >= ?2", Some(k)),
             Bound::Excluded(k) => ("AND key > ?2", Some(k)),
-            Bound::Unbounded => ("AND ?2 IS NULL", None),
+            Bound::Unbounded => ("", None),
         };
         let (upper, b) = match to {
             Bound::Included(k) => ("AND key <= ?3", Some(k)),
             Bound::Excluded(k) => ("AND key < ?3", Some(k)),
-            Bound::Unbounded => ("AND ?3 IS NULL", None),
+            Bound::Unbounded => ("", None),
         };
         let order = match direction {
             Direction::Ascending => "ASC",
