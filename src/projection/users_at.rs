@@ -164,7 +164,7 @@ impl<'a> History<'a> {
 
 /// The state of the user whose recent document this is at `t`, if it had one then.
 fn state_of(
-    store: &dyn Fn(&str, Bound<&str>, Bound<&str>) -> Result<Option<(String, String)>, StoreError>,
+    store: &dyn StoreRead,
     id: &str,
     recent: &History<'_>,
     t: Timestamp,
@@ -177,7 +177,15 @@ fn state_of(
     }
     let lower = user_prefix(id);
     let upper = past_key(id, t);
-    let (key, doc) = store(PAST, Bound::Included(&lower), Bound::Included(&upper))?
+    let (key, doc) = store
+        .document_range(
+            PAST,
+            Bound::Included(&lower),
+            Bound::Included(&upper),
+            Direction::Descending,
+            1,
+        )?
+        .pop()
         .ok_or_else(|| corrupt(RECENT, id))?;
     History::parse(PAST, &key, &doc)?.state_at(t, &key)
 }
@@ -363,11 +371,6 @@ pub fn list_at(
     after: Option<&str>,
 ) -> Result<Page, StoreError> {
     const FETCH: usize = 32;
-    let past = |c: &str, from: Bound<&str>, to: Bound<&str>| {
-        Ok(store
-            .document_range(c, from, to, Direction::Descending, 1)?
-            .pop())
-    };
     let mut users = Vec::new();
     // The block holding `after` (none before the first block: it starts at the smallest
     // user), then the blocks after it, a few at a time.
@@ -421,7 +424,7 @@ pub fn list_at(
                     )?;
                     for (id, doc) in &docs {
                         let recent = History::parse(RECENT, id, doc)?;
-                        if let Some(state) = state_of(&past, id, &recent, t)? {
+                        if let Some(state) = state_of(store, id, &recent, t)? {
                             if users.len() == limit {
                                 return Ok(Page { users, more: true });
                             }
