@@ -192,7 +192,10 @@ impl Plugin for UserPlugin {
     }
 
     fn projections(&self) -> Vec<Box<dyn Projection>> {
-        vec![Box::new(UsersProjection), Box::new(UsersAtProjection)]
+        vec![
+            Box::new(UsersProjection),
+            Box::new(UsersAtProjection::new()),
+        ]
     }
 }
 

@@ -38,10 +38,15 @@
 //! at: the page, the users of the blocks it passes that were created after T, and the users
 //! deleted by T (they cannot be skipped by a summary).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
+
 use super::{Documents, Projection};
 use crate::domain::user::{Attributes, User};
 use crate::domain::Aggregate;
-use crate::store::{Bound, Direction, RecordedEvent, StoreError, StoreRead};
+use crate::store::{Bound, Direction, RecordedEvent, StoreError, StoreRead, Version};
 use crate::timestamp::Timestamp;
 
 pub const RECENT: &str = "users_at";
@@ -57,7 +62,48 @@ pub const RECENT_MAX: usize = 32;
 /// The state of a user not created yet, or deleted.
 const GONE: &str = "null";
 
-pub struct UsersAtProjection;
+/// The projection, with the recent documents it wrote last (see [`Written`]).
+#[derive(Default)]
+pub struct UsersAtProjection {
+    written: RefCell<Written>,
+}
+
+impl UsersAtProjection {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Users' recent documents as this projection last wrote them, each with the version of the
+/// user's stream it reflects, so that the next event of the user (its stream's next version)
+/// finds its document here instead of reading it from the store: on SQLite that read was a
+/// statement per command. An entry is used only for the event right after the version it holds,
+/// so an entry of a transaction that was rolled back (the stream is at an older version again)
+/// or stale on a store other nodes write to (the stream moved on) is never used: the document is
+/// then read from the store. Bounded: emptied when full.
+#[derive(Default)]
+struct Written {
+    docs: HashMap<String, (Version, String), RandomState>,
+}
+
+/// Recent documents [`Written`] keeps at most (about 30 MB of them).
+const WRITTEN_MAX: usize = 100_000;
+
+impl Written {
+    fn take(&mut self, id: &str, version: Version) -> Option<String> {
+        match self.docs.get(id) {
+            Some((v, _)) if *v == version => self.docs.remove(id).map(|(_, doc)| doc),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, id: &str, version: Version, doc: String) {
+        if self.docs.len() >= WRITTEN_MAX {
+            self.docs.clear();
+        }
+        self.docs.insert(id.to_string(), (version, doc));
+    }
+}
 
 /// The key of a user in [`PAST`]: its id, NULs escaped, then `\0\0` (so that keys keep the
 /// order of the ids and no user's keys start with another's), then the time.
@@ -323,11 +369,17 @@ impl Projection for UsersAtProjection {
         };
         let id = &event.stream.id;
         let t = event.timestamp;
-        let mut doc = match docs.get(RECENT, id)? {
+        let known = self.written.borrow_mut().take(id, event.version - 1);
+        let known = match known {
+            Some(doc) => Some(doc),
+            None => docs.get(RECENT, id)?,
+        };
+        let mut doc = match known {
             Some(doc) => doc,
             None if event.event_type == "UserCreated" => {
                 let doc = format!("{n} {n}\n{GONE}\n{n} {change}", n = t.nanos());
                 docs.put(RECENT, id, Some(&doc))?;
+                self.written.borrow_mut().put(id, event.version, doc);
                 return count_created(docs, id, t);
             }
             // A change to a user never created: nothing to show.
@@ -352,7 +404,9 @@ impl Projection for UsersAtProjection {
         }
         use std::fmt::Write;
         write!(doc, "\n{} {change}", t.nanos()).expect("writing to a String");
-        docs.put(RECENT, id, Some(&doc))
+        docs.put(RECENT, id, Some(&doc))?;
+        self.written.borrow_mut().put(id, event.version, doc);
+        Ok(())
     }
 }
 
