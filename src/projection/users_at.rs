@@ -463,7 +463,9 @@ pub fn list_at(
     limit: usize,
     after: Option<&str>,
 ) -> Result<Page, StoreError> {
-    const FETCH: usize = 32;
+    // Blocks read at a time: a few at first, twice as many at each refill (a page at an early
+    // time may pass thousands of blocks whose users were all created later).
+    let mut fetch: usize = 32;
     let mut users = Vec::new();
     // The block holding `after` (none before the first block: it starts at the smallest
     // user), then the blocks after it, a few at a time.
@@ -490,9 +492,10 @@ pub fn list_at(
                 lower,
                 Bound::Unbounded,
                 Direction::Ascending,
-                FETCH,
+                fetch,
             )?;
-            exhausted = more.len() < FETCH;
+            exhausted = more.len() < fetch;
+            fetch = (fetch * 2).min(1024);
             fetched = more.last().map(|(k, _)| k.clone()).or(fetched);
             queue.extend(more);
         }
@@ -506,8 +509,8 @@ pub fn list_at(
                     _ => Bound::Included(key.clone()),
                 };
                 loop {
-                    // A page's worth (and one more) of the block's users at a time.
-                    let want = (limit + 1 - users.len()).clamp(8, BLOCK_MAX);
+                    // The whole block in one read (a block has at most BLOCK_MAX users).
+                    let want = BLOCK_MAX;
                     let docs = store.document_range(
                         RECENT,
                         from.as_ref().map(String::as_str),
