@@ -401,6 +401,8 @@ impl Projection for UsersAtProjection {
         let known = self.written.borrow_mut().take(id, event.version - 1);
         let known = match known {
             Some(doc) => Some(doc),
+            // A stream's first event: there is no document yet (none to look up).
+            None if event.version == 1 => None,
             None => docs.get(RECENT, id)?,
         };
         let mut doc = match known {
