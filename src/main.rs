@@ -160,7 +160,15 @@ fn main() -> ExitCode {
         }),
         Some(Command::Check) => each_store(&cli.store, "check", |path, store| {
             let store = Upcasted::new(store, registry.upcasters());
-            let problems = projection::verify(&store, &registry.projections())?;
+            let projections = registry.projections();
+            for name in projection::unbuilt(&store, &projections)? {
+                println!(
+                    "{}: projection {name}: not built yet (new since this store was written); \
+                     a node builds it from the log when it opens the store",
+                    path.display()
+                );
+            }
+            let problems = projection::verify(&store, &projections)?;
             for p in &problems {
                 println!("{}: {p}", path.display());
             }
