@@ -300,7 +300,14 @@ fn check_one<S: EventStore>(
     registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, StoreError> {
     let store = Upcasted::new(store, registry.upcasters());
-    let problems = projection::verify(&store, &registry.projections())?;
+    let projections = registry.projections();
+    for projection in projection::unbuilt(&store, &projections)? {
+        println!(
+            "{name}: projection {projection}: not built yet (new since this store was written); \
+             a node builds it from the log when it opens the store"
+        );
+    }
+    let problems = projection::verify(&store, &projections)?;
     for p in &problems {
         println!("{name}: {p}");
     }

@@ -367,6 +367,50 @@ async fn user_queries_answer_the_protocols_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_list_as_of_a_time_is_list_users_at_time() {
+    let t = start(options());
+    assert_eq!(
+        t.create("b", "Bea", "2024-01-10T00:00:00Z").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        t.create("a", "Al", "2024-01-12T00:00:00Z").await.status,
+        StatusCode::CREATED
+    );
+    let got = t
+        .command(
+            json!({"type": "RenameUser", "timestamp": "2024-01-14T00:00:00Z",
+                        "payload": {"id": "b", "name": "Bee"}}),
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    // Before a's creation and b's rename; after both; paged.
+    assert_eq!(
+        t.get("/api/v1/users?at=2024-01-11T00:00:00Z").await.body,
+        r#"{"users":[{"id":"b","name":"Bea"}],"next":null,"at_time":"2024-01-11T00:00:00Z"}"#
+    );
+    assert_eq!(
+        t.get("/api/v1/users?at=2024-01-15T00:00:00Z").await.body,
+        r#"{"users":[{"id":"a","name":"Al"},{"id":"b","name":"Bee"}],"next":null,"at_time":"2024-01-15T00:00:00Z"}"#
+    );
+    assert_eq!(
+        t.get("/api/v1/users?at=2024-01-15T00:00:00Z&limit=1")
+            .await
+            .body,
+        r#"{"users":[{"id":"a","name":"Al"}],"next":"a","at_time":"2024-01-15T00:00:00Z"}"#
+    );
+    assert_eq!(
+        t.get("/api/v1/users?at=2024-01-13T00:00:00Z&limit=1&after=a")
+            .await
+            .body,
+        r#"{"users":[{"id":"b","name":"Bea"}],"next":null,"at_time":"2024-01-13T00:00:00Z"}"#
+    );
+    t.get("/api/v1/users?at=yesterday")
+        .await
+        .problem(422, "validation_failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_methods_are_problems() {
     let t = start(options());
     t.get("/nothing/here").await.problem(404, "not_found");

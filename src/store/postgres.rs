@@ -205,7 +205,6 @@ struct Conn {
     client: Client,
     st: Statements,
     /// Statements made from their parts (a key range's bounds), prepared once each.
-    #[allow(dead_code)] // read by StoreRead::document_range, which main's lut merge brings
     built: HashMap<String, Statement>,
 }
 
@@ -472,7 +471,6 @@ impl PostgresStore {
         })
     }
 
-    #[allow(dead_code)] // StoreRead::document_range, which main's lut merge brings
     /// Up to `limit` committed documents of `collection` with keys between `from` and `to`, in
     /// byte order of the keys (largest first if `descending`): one indexed seek.
     fn key_range(
@@ -678,6 +676,26 @@ impl StoreRead for PostgresStore {
         rows.iter()
             .map(|r| Ok((utf8(r.get(0), "a document key")?, r.get(1))))
             .collect()
+    }
+
+    fn document_range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        if empty_range(from, to) {
+            return Ok(Vec::new());
+        }
+        self.key_range(
+            collection,
+            from,
+            to,
+            direction == Direction::Descending,
+            limit,
+        )
     }
 
     fn checkpoint(&self, projection: &str) -> Result<Position> {
@@ -982,6 +1000,26 @@ impl StoreRead for PostgresTx<'_> {
         Ok(merged.into_iter().take(limit).collect())
     }
 
+    fn document_range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        if empty_range(from, to) {
+            return Ok(Vec::new());
+        }
+        self.key_range(
+            collection,
+            from,
+            to,
+            direction == Direction::Descending,
+            limit,
+        )
+    }
+
     fn checkpoint(&self, projection: &str) -> Result<Position> {
         match self.checkpoints.get(projection) {
             Some(p) => Ok(*p),
@@ -991,7 +1029,6 @@ impl StoreRead for PostgresTx<'_> {
 }
 
 impl PostgresTx<'_> {
-    #[allow(dead_code)] // StoreRead::document_range, which main's lut merge brings
     /// [`PostgresStore::key_range`] with this transaction's own document writes laid over it.
     fn key_range(
         &self,
