@@ -112,14 +112,20 @@ macro_rules! delegate_store_read {
     };
 }
 
+// A store lent is a store to read: so a wrapper can read one it does not own
+// (`Registry::read_view`).
+delegate_store_read!(impl['a, T: StoreRead + ?Sized] &'a T, |this| (**this));
+
 mod faulty;
 mod memory;
+pub mod seal;
 mod sqlite;
 pub mod testing;
 pub mod upcast;
 
 pub use faulty::{Faults, FaultyStore, FaultyTx, Op, Plan};
 pub use memory::MemoryStore;
+pub use seal::{Personal, Sealed};
 pub use sqlite::SqliteStore;
 pub use upcast::{Upcasted, Upcaster, Upcasters};
 
