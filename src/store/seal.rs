@@ -546,3 +546,173 @@ impl<S: EventStore> EventStore for Sealed<S> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use crate::timestamp::Timestamp;
+
+    fn personal() -> Arc<Personal> {
+        let mut p = Personal::new();
+        p.add("P", "Forgot");
+        Arc::new(p)
+    }
+
+    fn event(kind: &str, data: String) -> NewEvent {
+        NewEvent {
+            event_type: kind.into(),
+            schema: FIRST_SCHEMA,
+            timestamp: Timestamp(1),
+            data,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any appends (to personal streams and to others, several per transaction, some
+        /// transactions dropped, some streams forgotten): every read path gives back exactly
+        /// what was written to a live stream and to any stream of another category, `null` for
+        /// every event of a forgotten stream but the forgetting one, and no snapshot of it; the
+        /// inner store holds no personal data in clear, and no live key for a forgotten stream.
+        #[test]
+        fn what_is_written_reads_back_and_a_forgotten_stream_reads_null(
+            steps in proptest::collection::vec(
+                (0usize..4, proptest::bool::ANY, 0u8..8, proptest::bool::ANY), 1..40),
+        ) {
+            let streams = [
+                StreamId::new("P", "a"),
+                StreamId::new("P", "b"),
+                StreamId::new("P", "c"),
+                StreamId::new("Q", "a"),
+            ];
+            let mut store = Sealed::new(MemoryStore::new(), personal());
+            // What each stream holds, as written (clear), and whether it was forgotten.
+            let mut written: Vec<Vec<(String, String)>> = vec![Vec::new(); 4];
+            let mut forgotten = [false; 4];
+            let mut n = 0;
+            for chunk in steps.chunks(3) {
+                let mut tx = store.begin().unwrap();
+                let mut pending = written.clone();
+                let mut pending_forgotten = forgotten;
+                let mut commit = true;
+                for &(s, forget, payload, keep) in chunk {
+                    commit &= keep || n % 5 != 0;
+                    n += 1;
+                    let stream = &streams[s];
+                    let expected = ExpectedVersion::Exact(pending[s].len() as u64);
+                    let (kind, data) = if forget && s < 3 {
+                        ("Forgot".to_string(), "{}".to_string())
+                    } else {
+                        ("Made".to_string(), format!(r#"{{"secret":"sekrit-{n}-{payload}"}}"#))
+                    };
+                    let result = tx.append(stream, expected, vec![event(&kind, data.clone())]);
+                    if pending_forgotten[s] && kind == "Made" {
+                        proptest::prop_assert!(result.is_err(), "a forgotten stream takes no data");
+                        continue;
+                    }
+                    let recorded = result.unwrap();
+                    proptest::prop_assert_eq!(&recorded[0].data, &data, "handed back in clear");
+                    if kind == "Forgot" {
+                        pending_forgotten[s] = true;
+                    }
+                    pending[s].push((kind, data));
+                    let version = pending[s].len() as u64;
+                    tx.put_snapshot(stream, &Snapshot {
+                        version,
+                        timestamp: Timestamp(1),
+                        state: format!("state-sekrit-{s}-{version}"),
+                    }).unwrap();
+                }
+                if commit {
+                    tx.commit().unwrap();
+                    written = pending;
+                    forgotten = pending_forgotten;
+                }
+            }
+            let want = |s: usize| -> Vec<(String, String)> {
+                written[s]
+                    .iter()
+                    .map(|(k, d)| {
+                        let d = if forgotten[s] && k != "Forgot" { "null".to_string() } else { d.clone() };
+                        (k.clone(), d)
+                    })
+                    .collect()
+            };
+            let all = store.read_all(0, usize::MAX).unwrap();
+            for (s, stream) in streams.iter().enumerate() {
+                let got: Vec<_> = store
+                    .read_stream(stream, 0, Upto::End)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| (e.event_type, e.data))
+                    .collect();
+                proptest::prop_assert_eq!(&got, &want(s));
+                let logged: Vec<_> = all
+                    .iter()
+                    .filter(|e| &e.stream == stream)
+                    .map(|e| (e.event_type.clone(), e.data.clone()))
+                    .collect();
+                proptest::prop_assert_eq!(&logged, &want(s));
+                let snapshot = store.snapshot(stream, Upto::End).unwrap();
+                if forgotten[s] || written[s].is_empty() {
+                    proptest::prop_assert_eq!(snapshot, None);
+                } else {
+                    let v = written[s].len();
+                    proptest::prop_assert_eq!(
+                        snapshot.map(|x| x.state),
+                        Some(format!("state-sekrit-{s}-{v}"))
+                    );
+                }
+                // As stored: personal streams hold nothing in clear.
+                let raw = store.inner().read_stream(stream, 0, Upto::End).unwrap();
+                for e in &raw {
+                    proptest::prop_assert_eq!(
+                        e.data.contains("sekrit"),
+                        stream.category == "Q",
+                        "{:?}", e
+                    );
+                }
+                let key = store.inner().document(KEYS, &key_name(stream)).unwrap();
+                if forgotten[s] {
+                    proptest::prop_assert_eq!(key.as_deref(), Some(""));
+                }
+                if let Some(raw_snapshot) = store.inner().snapshot(stream, Upto::End).unwrap() {
+                    proptest::prop_assert!(!raw_snapshot.state.contains("sekrit") || stream.category == "Q");
+                }
+            }
+            // A second view of the same store, with nothing cached, reads the same.
+            let fresh = Sealed::new(store.into_inner(), personal());
+            for (s, stream) in streams.iter().enumerate() {
+                let got: Vec<_> = fresh
+                    .read_stream(stream, 0, Upto::End)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| (e.event_type, e.data))
+                    .collect();
+                proptest::prop_assert_eq!(&got, &want(s));
+            }
+        }
+    }
+
+    #[test]
+    fn a_sealed_event_does_not_open_at_another_place_or_under_another_key() {
+        let key = XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(&mut OsRng));
+        let other = XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(&mut OsRng));
+        let sealed = seal(&key, "Made", 3, r#"{"a":1}"#);
+        assert!(is_sealed(&sealed));
+        assert_eq!(
+            open(&key, "Made", 3, &sealed).as_deref(),
+            Some(r#"{"a":1}"#)
+        );
+        assert_eq!(open(&key, "Made", 4, &sealed), None, "another version");
+        assert_eq!(open(&key, "Other", 3, &sealed), None, "another type");
+        assert_eq!(open(&other, "Made", 3, &sealed), None, "another key");
+        assert_ne!(
+            sealed,
+            seal(&key, "Made", 3, r#"{"a":1}"#),
+            "a new nonce each time"
+        );
+    }
+}
