@@ -32,12 +32,16 @@
 //!   their checked load into an empty store (docs/export.md).
 //! * [`stdio`]: the stdin/stdout front end: a reader thread (line framing, envelopes) that
 //!   submits to the writer, and replies written as envelopes.
+//! * [`http`]: the HTTP front end (`--http`, axum on tokio): handlers read requests into the
+//!   node's typed requests, a submitter thread groups every connection's into one submission to
+//!   the same writer; problem+json errors, the bearer token and Host checks, the live feed
+//!   (SSE), metrics and the OpenAPI document.
 //! * [`testkit`]: not used by the node: the harness that runs it as a process and the model of
 //!   the User domain that its replies are checked against, shared by the tests, `cqrs-bench` and
 //!   `cqrs-crashloop`.
 //!
 //! The binary (`src/main.rs`) is the command line: it builds the registry and the store, opens
-//! the node and wires it to the stdio front end. Tools live in `src/bin/`: `cqrs-workload`
+//! the node and wires it to the stdio or HTTP front end (or both). Tools live in `src/bin/`: `cqrs-workload`
 //! (seeded workloads), `cqrs-echo` (the benchmark's echo floor), `cqrs-bench` (the end-to-end
 //! benchmark, see docs/benchmarks.md) and `cqrs-crashloop` (SIGKILL loop, see
 //! docs/reliability.md). `examples/bank` is a second aggregate wired into a node of its own.
@@ -45,6 +49,7 @@
 pub mod domain;
 pub mod engine;
 pub mod export;
+pub mod http;
 pub mod json;
 pub mod node;
 pub mod plugin;

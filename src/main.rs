@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use cqrs_node::http;
 use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
@@ -17,15 +18,19 @@ events on disk.
 Without a subcommand, cqrs serves the node on standard input and output: it waits for JSON \
 messages, one per line (see docs/protocol.md), answers each on standard output, and logs on \
 standard error. It stops at the end of input (everything acknowledged is durable) or on \
-SIGTERM/SIGINT (after answering the batch in hand).";
+SIGTERM/SIGINT (after answering the batch in hand).
+
+With --http ADDR, cqrs serves the same node over HTTP instead (see docs/http.md; with --stdio, \
+both); it then runs until SIGTERM/SIGINT.";
 
 const EXIT_CODES: &str = "Exit status:
-  0  served until the end of input or a signal; `rebuild`, `export` or `import` done; `check`
-     found nothing wrong
+  0  served until the end of input or a signal (HTTP: a signal); `rebuild`, `export` or
+     `import` done; `check` found nothing wrong
   1  `check` found a difference (printed on stdout)
   2  could not start or run: bad options, the store is in use by another process, the store
      cannot be opened, created or read, standard output failed, `import` of a damaged file or
-     into a store that is not empty (the reason is on stderr)";
+     into a store that is not empty, an HTTP address that does not bind or is not loopback
+     without a token (the reason is on stderr)";
 
 #[derive(Parser)]
 #[command(name = "cqrs", version, about = ABOUT, after_help = EXIT_CODES)]
@@ -101,9 +106,27 @@ struct RunArgs {
     /// Most messages handled (and commands committed) together.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     max_batch: u64,
-    /// Longest accepted input line, in bytes; longer lines get error 12.
+    /// Longest accepted input line, in bytes; longer lines get error 12. Over HTTP: the
+    /// largest request body (larger ones get 413).
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(64..))]
     max_line_bytes: u64,
+    /// Serve HTTP on this address (e.g. 127.0.0.1:8080) instead of stdin/stdout (see
+    /// docs/http.md). The node id is then `cqrs` unless --node-id is given. A non-loopback
+    /// address needs --http-token.
+    #[arg(long, env = "CQRS_HTTP", value_name = "ADDR")]
+    http: Option<String>,
+    /// With --http: every route but /healthz and /readyz needs `Authorization: Bearer TOKEN`.
+    #[arg(
+        long,
+        env = "CQRS_HTTP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    http_token: Option<String>,
+    /// With --http: serve stdin/stdout too, by the same node (their commands share the group
+    /// commit).
+    #[arg(long, requires = "http")]
+    stdio: bool,
 }
 
 fn main() -> ExitCode {
@@ -137,7 +160,15 @@ fn main() -> ExitCode {
         }),
         Some(Command::Check) => each_store(&cli.store, "check", |path, store| {
             let store = registry.view(store);
-            let problems = projection::verify(&store, &registry.projections())?;
+            let projections = registry.projections();
+            for name in projection::unbuilt(&store, &projections)? {
+                println!(
+                    "{}: projection {name}: not built yet (new since this store was written); \
+                     a node builds it from the log when it opens the store",
+                    path.display()
+                );
+            }
+            let problems = projection::verify(&store, &projections)?;
             for p in &problems {
                 println!("{}: {p}", path.display());
             }
@@ -205,6 +236,9 @@ fn serve(
         snapshot_every: args.snapshot_every,
         command_id_retention: args.command_id_retention,
     };
+    if let Some(addr) = args.http.clone() {
+        return serve_http(store, args, &addr, registry, &config);
+    }
     let options = Options {
         node_id: store.node_id.clone(),
         max_batch: args.max_batch as usize,
@@ -239,6 +273,116 @@ fn serve(
     Ok(true)
 }
 
+/// `--http ADDR`: the node on its writer thread, the HTTP front end in front of it, until
+/// SIGTERM/SIGINT.
+fn serve_http(
+    store: &StoreArgs,
+    args: RunArgs,
+    addr: &str,
+    registry: Arc<cqrs_node::plugin::Registry>,
+    config: &Config,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let token = args.http_token.clone().filter(|t| !t.is_empty());
+    let listener = http::check_bind(addr, token.as_deref())?;
+    let options = http::Options {
+        token,
+        max_body: args.max_line_bytes as usize,
+        max_batch: args.max_batch as usize,
+        feed_buffer: http::feed::BUFFER,
+    };
+    let id = store.node_id.clone().unwrap_or_else(|| "cqrs".to_string());
+    let stdio = args.stdio.then(|| Options {
+        node_id: Some(id.clone()),
+        max_batch: args.max_batch as usize,
+        max_line_bytes: args.max_line_bytes as usize,
+    });
+    if args.in_memory {
+        let node = open_node(MemoryStore::new(), registry.clone(), config)?;
+        run_http(node, listener, registry, options, stdio)?;
+    } else {
+        let path = sqlite_file(&store.data_dir, &id);
+        let mut s = SqliteStore::open(&path)?;
+        s.set_cache_size(config.cache_size);
+        tracing::info!(path = %path.display(), "store opened");
+        let node = open_node(s, registry.clone(), config)?;
+        run_http(node, listener, registry, options, stdio)?;
+    }
+    let what = if args.in_memory {
+        "nothing was kept (--in-memory)"
+    } else {
+        "every acknowledged event is durable"
+    };
+    tracing::info!("stopped by a signal; {what}");
+    Ok(true)
+}
+
+fn run_http<S: EventStore + Send + 'static>(
+    node: Node<S>,
+    listener: std::net::TcpListener,
+    registry: Arc<cqrs_node::plugin::Registry>,
+    options: http::Options,
+    stdio: Option<Options>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use cqrs_node::http::with_stdio::{Forward, Forwarding};
+    let started = http::start(node, options.max_batch)?;
+    let with_stdio = stdio.is_some();
+    let stdio = match stdio {
+        Some(stdio_options) => {
+            let (handle, registry) = (started.handle, registry.clone());
+            tracing::info!("serving stdin/stdout too, by the same node");
+            Some(
+                std::thread::Builder::new()
+                    .name("stdio".into())
+                    .spawn(move || {
+                        let service = Forwarding::new(registry);
+                        stdio::serve(&stdio_options, service, move |_| Ok(Forward::new(handle)))
+                    })?,
+            )
+        }
+        None => {
+            drop(started.handle);
+            None
+        }
+    };
+    let ready = move |address| {
+        if !with_stdio {
+            // The address actually bound (port 0 picks one), for whoever started the node.
+            println!("listening on http://{address}");
+            std::io::Write::flush(&mut std::io::stdout())?;
+        }
+        Ok(())
+    };
+    http::serve(
+        listener,
+        registry,
+        started.bridge,
+        started.appended,
+        options,
+        ready,
+    )?;
+    if let Some(thread) = stdio {
+        match thread.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("the stdio front end failed: {e}"),
+            Err(_) => tracing::error!("the stdio front end panicked"),
+        }
+    }
+    // Every handle is gone with the front ends: the writer ends after what it has in hand.
+    started.writer.join();
+    Ok(())
+}
+
+/// The `*.db` stores in the data directory, sorted.
+fn stores_in(args: &StoreArgs, what: &str) -> Result<Vec<PathBuf>, Box<dyn std::error::Error>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.data_dir)
+        .map_err(|e| format!("{what}: {}: {e}", args.data_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// Runs `f` on the named store, or on every `*.db` store in the data directory.
 fn each_store(
     args: &StoreArgs,
@@ -247,15 +391,7 @@ fn each_store(
 ) -> Result<bool, Box<dyn std::error::Error>> {
     let paths = match &args.node_id {
         Some(id) => vec![sqlite_file(&args.data_dir, id)],
-        None => {
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.data_dir)
-                .map_err(|e| format!("{what}: {}: {e}", args.data_dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "db"))
-                .collect();
-            paths.sort();
-            paths
-        }
+        None => stores_in(args, what)?,
     };
     if paths.is_empty() {
         return Err(format!("{what}: no store in {}", args.data_dir.display()).into());
@@ -277,12 +413,7 @@ fn one_store(args: &StoreArgs, what: &str) -> Result<PathBuf, Box<dyn std::error
     let path = match &args.node_id {
         Some(id) => sqlite_file(&args.data_dir, id),
         None => {
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.data_dir)
-                .map_err(|e| format!("{what}: {}: {e}", args.data_dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "db"))
-                .collect();
-            paths.sort();
+            let mut paths = stores_in(args, what)?;
             match paths.len() {
                 1 => paths.remove(0),
                 0 => return Err(format!("{what}: no store in {}", args.data_dir.display()).into()),

@@ -253,6 +253,10 @@ fn a_tiny_benchmark_run_goes_through_and_verifies() {
             "1",
             "--mem-users",
             "50",
+            "--list-at-time-users",
+            "300",
+            "--list-at-time-queries",
+            "20",
         ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -270,6 +274,9 @@ fn a_tiny_benchmark_run_goes_through_and_verifies() {
         "## GetUserAtTime on one 60-event stream",
         "## Opening the durable store (93 events",
         "## Memory per live user: 50 users",
+        "## ListUsersAtTime: a page of 100 at 20 random times, 300 users with 4 events each",
+        "| in memory |",
+        "| SQLite |",
         "## Targets (issue 3)",
         "verified: every reply of every run matched the workload.",
     ] {

@@ -12,7 +12,10 @@
 //! * `ListUsers` (whole, and page by page) equals the model's live users in id order;
 //! * `projection::verify` finds no problem;
 //! * after deleting every snapshot, every temporal answer is unchanged;
-//! * for SQLite, after reopening the store, every answer is unchanged.
+//! * `ListUsersAtTime` at every time around the events, whole and paged, equals the model's
+//!   replay up to that time (tests/list_users_at_time.rs does the same with many users);
+//! * for SQLite, after reopening the store, and after rebuilding every read model, every answer
+//!   is unchanged.
 //!
 //! The number of cases is modest so that the file runs in a few seconds in a debug build;
 //! `PROPTEST_CASES=N` raises it for a longer local run.
@@ -550,6 +553,25 @@ impl<S: EventStore + Send + 'static> Run<S> {
         }
         times.sort_unstable();
         times.dedup();
+        // The temporal read model at every time: whole, then paged (pages of 1 and 2, from
+        // every id and from ids that are none).
+        for (i, &t) in times.iter().enumerate() {
+            let given = rfc3339(t, i as u8);
+            let mut ask = |params: Value, run: &mut Self| {
+                let msg_id = run.msg_id();
+                let line = query(msg_id, "ListUsersAtTime", params);
+                run.push(line, &mut lines, &mut expected);
+            };
+            ask(json!({"timestamp": given}), self);
+            let limit = 1 + i % 2;
+            ask(json!({"timestamp": given, "limit": limit}), self);
+            for after in IDS.iter().chain(&["", "\u{10FFFF}"]).step_by(1 + i % 3) {
+                ask(
+                    json!({"timestamp": given, "limit": limit, "after": after}),
+                    self,
+                );
+            }
+        }
         for id in IDS {
             let version = self.model.kit.user(id).map_or(0, kit::User::version);
 
@@ -680,8 +702,13 @@ proptest! {
             next_id,
         };
         let again = send(&mut run.node, &lines);
-        prop_assert_eq!(replies, again);
+        prop_assert_eq!(&replies, &again);
         let problems = projection::verify(&cqrs_node::registry().read_view(run.node.store()), &cqrs_node::registry().projections()).unwrap();
         prop_assert!(problems.is_empty(), "verify after reopen: {:#?}", problems);
+
+        // Every read model rebuilt from the log (the temporal one too) gives the same answers.
+        projection::rebuild(&mut cqrs_node::registry().view(run.node.store_mut()), &cqrs_node::registry().projections()).unwrap();
+        let rebuilt = send(&mut run.node, &lines);
+        prop_assert_eq!(replies, rebuilt);
     }
 }

@@ -14,6 +14,7 @@ use crate::domain::user::{PayloadError, User, UserCommand};
 use crate::domain::Rejection;
 use crate::engine::Repository;
 use crate::projection::users::{UsersProjection, COLLECTION};
+use crate::projection::users_at::{self, UsersAtProjection};
 use crate::projection::Projection;
 use crate::store::{StoreError, StoreRead, Upto};
 use crate::timestamp::Timestamp;
@@ -46,6 +47,12 @@ pub enum UserQuery {
     GetUserHistory {
         user_id: String,
     },
+    ListUsersAtTime {
+        at: Timestamp,
+        given: String,
+        limit: usize,
+        after: Option<String>,
+    },
 }
 
 const QUERIES: &[&str] = &[
@@ -54,6 +61,7 @@ const QUERIES: &[&str] = &[
     "GetUserAtTime",
     "GetUserAtVersion",
     "GetUserHistory",
+    "ListUsersAtTime",
 ];
 
 impl Plugin for UserPlugin {
@@ -80,44 +88,65 @@ impl Plugin for UserPlugin {
 
     fn query(&self, kind: &str, mut params: Map<String, Value>) -> Result<UserQuery, Rejection> {
         let bad = |m: &str| Rejection::invalid(m);
-        let mut user_id = || match params.swap_remove("userId") {
+        let user_id = |params: &mut Map<String, Value>| match params.swap_remove("userId") {
             Some(Value::String(id)) if !id.is_empty() => Ok(id),
             _ => Err(bad("params.userId must be a non-empty string")),
         };
+        // `limit` and `after` of ListUsers (and ListUsersAtTime).
+        let page = |params: &mut Map<String, Value>| {
+            let limit = match params.get("limit") {
+                None | Some(Value::Null) => DEFAULT_LIMIT,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n >= 1 => n.min(MAX_LIMIT),
+                    _ => {
+                        return Err(bad(
+                            "params.limit must be an integer >= 1 (at most 1000 are returned)",
+                        ))
+                    }
+                },
+            } as usize;
+            let after = match params.swap_remove("after") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(a)) => Some(a),
+                Some(_) => return Err(bad("params.after must be a user id (string)")),
+            };
+            Ok((limit, after))
+        };
+        let time = |params: &mut Map<String, Value>| {
+            let given = match params.swap_remove("timestamp") {
+                Some(Value::String(s)) => s,
+                _ => return Err(bad("params.timestamp must be an RFC 3339 string")),
+            };
+            let at = Timestamp::parse_clamped(&given)
+                .map_err(|e| Rejection::invalid(format!("params.timestamp: {e}")))?;
+            Ok((at, given))
+        };
+        let params = &mut params;
         Ok(match kind {
             "GetUser" => UserQuery::GetUser {
-                user_id: user_id()?,
+                user_id: user_id(params)?,
             },
             "ListUsers" => {
-                let limit =
-                    match params.get("limit") {
-                        None | Some(Value::Null) => DEFAULT_LIMIT,
-                        Some(v) => match v.as_u64() {
-                            Some(n) if n >= 1 => n.min(MAX_LIMIT),
-                            _ => return Err(bad(
-                                "params.limit must be an integer >= 1 (at most 1000 are returned)",
-                            )),
-                        },
-                    } as usize;
-                let after = match params.swap_remove("after") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(a)) => Some(a),
-                    Some(_) => return Err(bad("params.after must be a user id (string)")),
-                };
+                let (limit, after) = page(params)?;
                 UserQuery::ListUsers { limit, after }
             }
             "GetUserAtTime" => {
-                let user_id = user_id()?;
-                let given = match params.swap_remove("timestamp") {
-                    Some(Value::String(s)) => s,
-                    _ => return Err(bad("params.timestamp must be an RFC 3339 string")),
-                };
-                let at = Timestamp::parse_clamped(&given)
-                    .map_err(|e| Rejection::invalid(format!("params.timestamp: {e}")))?;
+                let user_id = user_id(params)?;
+                let (at, given) = time(params)?;
                 UserQuery::GetUserAtTime { user_id, at, given }
             }
+            "ListUsersAtTime" => {
+                let (at, given) = time(params)?;
+                let (limit, after) = page(params)?;
+                UserQuery::ListUsersAtTime {
+                    at,
+                    given,
+                    limit,
+                    after,
+                }
+            }
             "GetUserAtVersion" => {
-                let user_id = user_id()?;
+                let user_id = user_id(params)?;
                 let version = params
                     .get("version")
                     .and_then(Value::as_u64)
@@ -125,7 +154,7 @@ impl Plugin for UserPlugin {
                 UserQuery::GetUserAtVersion { user_id, version }
             }
             _ => UserQuery::GetUserHistory {
-                user_id: user_id()?,
+                user_id: user_id(params)?,
             },
         })
     }
@@ -153,11 +182,20 @@ impl Plugin for UserPlugin {
                 Value::from(*version),
             ),
             UserQuery::GetUserHistory { user_id } => get_user_history(store, user_id),
+            UserQuery::ListUsersAtTime {
+                at,
+                given,
+                limit,
+                after,
+            } => list_users_at_time(store, *at, given, *limit, after.as_deref()),
         }
     }
 
     fn projections(&self) -> Vec<Box<dyn Projection>> {
-        vec![Box::new(UsersProjection)]
+        vec![
+            Box::new(UsersProjection),
+            Box::new(UsersAtProjection::new()),
+        ]
     }
 }
 
@@ -197,6 +235,42 @@ fn list_users(store: &dyn StoreRead, limit: usize, after: Option<&str>) -> Answe
         next: Option<String>,
     }
     raw(&Page { users, next })
+}
+
+/// `ListUsersAtTime`: a page of the temporal read model, shaped as `ListUsers`' with
+/// `at_time` last.
+fn list_users_at_time(
+    store: &dyn StoreRead,
+    at: Timestamp,
+    given: &str,
+    limit: usize,
+    after: Option<&str>,
+) -> Answer {
+    let page = users_at::list_at(store, at, limit, after)?;
+    let next = if page.more {
+        page.users.last().map(|(id, _)| id.clone())
+    } else {
+        None
+    };
+    let users = page
+        .users
+        .into_iter()
+        .map(|(_, d)| {
+            RawValue::from_string(d)
+                .map_err(|e| StoreError::Corrupt(format!("{} document: {e}", users_at::RECENT)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    #[derive(Serialize)]
+    struct Page<'a> {
+        users: Vec<Box<RawValue>>,
+        next: Option<String>,
+        at_time: &'a str,
+    }
+    raw(&Page {
+        users,
+        next,
+        at_time: given,
+    })
 }
 
 /// The user's visible state at `upto`, with one more key appended; `null` when not visible.

@@ -9,11 +9,13 @@
 //! the maintained documents equal a full replay.
 
 pub mod users;
+pub mod users_at;
 
 use std::any::Any;
 
 use crate::store::{
-    EventStore, MemoryStore, Position, RecordedEvent, StoreError, StoreRead, StoreWrite,
+    Bound, Direction, EventStore, MemoryStore, Position, RecordedEvent, StoreError, StoreRead,
+    StoreWrite,
 };
 
 /// The document reads and writes a projection may make: object-safe, so that a node can hold
@@ -21,6 +23,17 @@ use crate::store::{
 pub trait Documents {
     fn get(&self, collection: &str, key: &str) -> Result<Option<String>, StoreError>;
     fn put(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<(), StoreError>;
+    /// [`StoreRead::document_range`].
+    fn range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// [`StoreWrite::put_cold_document`].
+    fn put_cold(&mut self, collection: &str, key: &str, value: &str) -> Result<(), StoreError>;
 }
 
 impl<T: StoreWrite> Documents for T {
@@ -29,6 +42,19 @@ impl<T: StoreWrite> Documents for T {
     }
     fn put(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         self.put_document(collection, key, value)
+    }
+    fn range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.document_range(collection, from, to, direction, limit)
+    }
+    fn put_cold(&mut self, collection: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.put_cold_document(collection, key, value)
     }
 }
 
@@ -83,6 +109,20 @@ impl<T: StoreWrite + ?Sized> Documents for Through<'_, T> {
     }
     fn put(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         self.0.put_document(collection, key, value)
+    }
+    fn range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.0
+            .document_range(collection, from, to, direction, limit)
+    }
+    fn put_cold(&mut self, collection: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.0.put_cold_document(collection, key, value)
     }
 }
 
@@ -171,9 +211,37 @@ pub fn rebuild_in<T: StoreWrite>(
     tx.head()
 }
 
+/// The projections this store has never built: checkpoint 0 and not a document, while the log
+/// has events. A store written by an older version lacks the projections added since; a node
+/// builds them from the log when it opens the store ([`catch_up`]), so [`verify`] passes over
+/// them (there is nothing to compare yet) and `cqrs check` says so.
+pub fn unbuilt<'p>(
+    store: &impl StoreRead,
+    projections: &'p [Box<dyn Projection>],
+) -> Result<Vec<&'p str>, StoreError> {
+    let mut names = Vec::new();
+    if store.head()? == 0 {
+        return Ok(names);
+    }
+    for p in projections {
+        if store.checkpoint(p.name())? != 0 {
+            continue;
+        }
+        let mut empty = true;
+        for c in p.collections() {
+            empty &= store.documents(c, None, 1)?.is_empty();
+        }
+        if empty {
+            names.push(p.name());
+        }
+    }
+    Ok(names)
+}
+
 /// Differences between what a store holds and what a full replay of its log gives: the
 /// projections' documents and checkpoints, and the log's own shape (gap-free positions,
 /// contiguous stream versions, times that never go backwards within a stream). Empty: all good.
+/// Projections the store has never built ([`unbuilt`]) are left out.
 pub fn verify(
     store: &impl StoreRead,
     projections: &[Box<dyn Projection>],
@@ -224,7 +292,11 @@ pub fn verify(
             store.head()?
         ));
     }
+    let unbuilt = unbuilt(store, projections)?;
     for p in projections {
+        if unbuilt.contains(&p.name()) {
+            continue;
+        }
         let cp = store.checkpoint(p.name())?;
         if cp != at {
             problems.push(format!(

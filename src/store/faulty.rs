@@ -201,6 +201,11 @@ impl<T: StoreWrite> StoreWrite for FaultyTx<T> {
         self.inner.put_document(collection, key, value)
     }
 
+    fn put_cold_document(&mut self, collection: &str, key: &str, value: &str) -> Result<()> {
+        self.faults.check(Op::Write)?;
+        self.inner.put_cold_document(collection, key, value)
+    }
+
     fn clear_collection(&mut self, collection: &str) -> Result<()> {
         self.faults.check(Op::Write)?;
         self.inner.clear_collection(collection)

@@ -314,6 +314,28 @@ impl StoreRead for MemoryStore {
             .collect())
     }
 
+    fn document_range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let Some(c) = self.collections.get(collection) else {
+            return Ok(Vec::new());
+        };
+        if empty_range(from, to) {
+            return Ok(Vec::new());
+        }
+        let range = c.order.range::<str, _>((from, to));
+        let doc = |k: &Arc<str>| (k.to_string(), c.docs[&**k].to_string());
+        Ok(match direction {
+            Direction::Ascending => range.take(limit).map(doc).collect(),
+            Direction::Descending => range.rev().take(limit).map(doc).collect(),
+        })
+    }
+
     fn checkpoint(&self, projection: &str) -> Result<Position> {
         Ok(self
             .checkpoints

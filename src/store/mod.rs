@@ -103,6 +103,18 @@ macro_rules! delegate_store_read {
                 $($before;)?
                 $inner.documents(c, after, limit)
             }
+            fn document_range(
+                &self,
+                c: &str,
+                from: Bound<&str>,
+                to: Bound<&str>,
+                direction: Direction,
+                limit: usize,
+            ) -> Result<Vec<(String, String)>> {
+                let $this = self;
+                $($before;)?
+                $inner.document_range(c, from, to, direction, limit)
+            }
             fn checkpoint(&self, p: &str) -> Result<Position> {
                 let $this = self;
                 $($before;)?
@@ -115,6 +127,20 @@ macro_rules! delegate_store_read {
 // A store lent is a store to read: so a wrapper can read one it does not own
 // (`Registry::read_view`).
 delegate_store_read!(impl['a, T: StoreRead + ?Sized] &'a T, |this| (**this));
+delegate_store_read!(impl['a, T: StoreRead + ?Sized] &'a mut T, |this| (**this));
+
+/// A store lent mutably is a store: so a wrapper can write through one it does not own (a
+/// rebuild through `Registry::view` of a node's store).
+impl<T: EventStore> EventStore for &mut T {
+    type Tx<'a>
+        = T::Tx<'a>
+    where
+        Self: 'a;
+
+    fn begin(&mut self) -> Result<Self::Tx<'_>> {
+        (**self).begin()
+    }
+}
 
 mod faulty;
 mod memory;
@@ -144,6 +170,28 @@ pub fn sqlite_file(data_dir: &std::path::Path, node_id: &str) -> std::path::Path
 }
 
 use crate::timestamp::Timestamp;
+
+pub use std::ops::Bound;
+
+/// Which end of a key range [`StoreRead::document_range`] starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Smallest key first.
+    Ascending,
+    /// Largest key first.
+    Descending,
+}
+
+/// Whether a key range is empty whatever the keys (its lower bound above its upper bound, or
+/// equal and not both included): [`StoreRead::document_range`] answers nothing for it.
+pub fn empty_range(from: Bound<&str>, to: Bound<&str>) -> bool {
+    use Bound::{Excluded, Included};
+    match (from, to) {
+        (Included(a), Included(b)) => a > b,
+        (Included(a) | Excluded(a), Included(b) | Excluded(b)) => a >= b,
+        _ => false,
+    }
+}
 
 /// A stream's version: the number of events in it. 0 means the stream does not exist.
 pub type Version = u64;
@@ -379,6 +427,19 @@ pub trait StoreRead {
         limit: usize,
     ) -> Result<Vec<(String, String)>>;
 
+    /// Up to `limit` documents of a collection whose keys lie between `from` (the lower bound)
+    /// and `to` (the upper bound), in byte order of the keys: smallest first (`Ascending`) or
+    /// largest first (`Descending`). A seek, not a scan: "the newest version of X at or before
+    /// T" is one descending read with `limit` 1. An empty range ([`empty_range`]) reads nothing.
+    fn document_range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>>;
+
     /// The last global position a projection has applied (0 if none).
     fn checkpoint(&self, projection: &str) -> Result<Position>;
 }
@@ -398,6 +459,15 @@ pub trait StoreWrite: StoreRead {
 
     /// Writes (`Some`) or deletes (`None`) a projection document.
     fn put_document(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<()>;
+
+    /// Writes a document that is seldom rewritten or read back by its key (a temporal read
+    /// model's versions: written once, read by [`StoreRead::document_range`]). The same as
+    /// `put_document(collection, key, Some(value))`, but the store need not remember where the
+    /// document is (SQLite: its row number is not kept in memory, so that millions of them do
+    /// not push out the documents that are rewritten all the time).
+    fn put_cold_document(&mut self, collection: &str, key: &str, value: &str) -> Result<()> {
+        self.put_document(collection, key, Some(value))
+    }
 
     /// Deletes every document of a collection.
     fn clear_collection(&mut self, collection: &str) -> Result<()>;

@@ -413,6 +413,18 @@ impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> StoreRead for Sealed<S,
         self.inner.documents(collection, after, limit)
     }
 
+    fn document_range(
+        &self,
+        collection: &str,
+        from: std::ops::Bound<&str>,
+        to: std::ops::Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        self.inner
+            .document_range(collection, from, to, direction, limit)
+    }
+
     fn checkpoint(&self, projection: &str) -> Result<Position> {
         self.inner.checkpoint(projection)
     }
@@ -500,6 +512,10 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
 
     fn put_document(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<()> {
         self.inner.put_document(collection, key, value)
+    }
+
+    fn put_cold_document(&mut self, collection: &str, key: &str, value: &str) -> Result<()> {
+        self.inner.put_cold_document(collection, key, value)
     }
 
     fn clear_collection(&mut self, collection: &str) -> Result<()> {

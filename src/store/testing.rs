@@ -784,6 +784,103 @@ pub fn documents_ordered_by_key_with_after_and_limit<S: EventStore>(store: &mut 
     assert!(store.documents("none", None, 10).unwrap().is_empty());
 }
 
+/// [`StoreRead::document_range`]: every shape of bounds, both directions, limits, keys with a
+/// NUL byte in them, an empty range, and what a transaction reads of its own writes (cold
+/// documents included).
+pub fn document_ranges_seek_both_ways<S: EventStore>(store: &mut S) {
+    use crate::store::{Bound, Direction};
+    use Bound::{Excluded, Included, Unbounded};
+    use Direction::{Ascending, Descending};
+    let keys = ["a", "a\0", "a\0\0", "a\u{1}", "ab", "b", "b\0x", "c", "é"];
+    let mut tx = store.begin().unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        if i % 2 == 0 {
+            tx.put_document("r", k, Some(&format!("v{i}"))).unwrap();
+        } else {
+            tx.put_cold_document("r", k, &format!("v{i}")).unwrap();
+        }
+    }
+    tx.put_document("other", "b", Some("x")).unwrap();
+    // A cold document rewritten, and an ordinary one rewritten as cold.
+    tx.put_cold_document("r", "ab", "v4").unwrap();
+    tx.put_cold_document("r", "a", "v0").unwrap();
+    let read = |s: &dyn StoreRead, from: Bound<&str>, to: Bound<&str>, d, limit| -> Vec<String> {
+        s.document_range("r", from, to, d, limit)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                let i = keys.iter().position(|x| *x == k).unwrap();
+                assert_eq!(v, format!("v{i}"), "{k:?}");
+                k
+            })
+            .collect()
+    };
+    let check = |s: &dyn StoreRead| {
+        let all: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        assert_eq!(read(s, Unbounded, Unbounded, Ascending, 100), all);
+        let mut rev = all.clone();
+        rev.reverse();
+        assert_eq!(read(s, Unbounded, Unbounded, Descending, 100), rev);
+        assert_eq!(
+            read(s, Included("a\0"), Excluded("ab"), Ascending, 100),
+            keys[1..4]
+        );
+        assert_eq!(
+            read(s, Excluded("a\0"), Included("ab"), Ascending, 100),
+            keys[2..5]
+        );
+        assert_eq!(
+            read(s, Excluded("a\0"), Included("ab"), Descending, 2),
+            ["ab", "a\u{1}"]
+        );
+        // The newest key at or below a bound: a seek.
+        assert_eq!(read(s, Unbounded, Included("b\0"), Descending, 1), ["b"]);
+        assert_eq!(
+            read(s, Unbounded, Excluded("a"), Descending, 1),
+            Vec::<String>::new()
+        );
+        assert_eq!(read(s, Excluded("c"), Unbounded, Ascending, 1), ["é"]);
+        assert_eq!(
+            read(s, Excluded("é"), Unbounded, Ascending, 1),
+            Vec::<String>::new()
+        );
+        assert_eq!(read(s, Included("zz"), Unbounded, Ascending, 1), ["é"]);
+        assert_eq!(
+            read(s, Included("a"), Unbounded, Ascending, 0),
+            Vec::<String>::new()
+        );
+        // Empty ranges, whatever their bounds.
+        assert_eq!(
+            read(s, Included("b"), Included("a"), Ascending, 9),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            read(s, Excluded("b"), Excluded("b"), Descending, 9),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            read(s, Included("b"), Excluded("b"), Ascending, 9),
+            Vec::<String>::new()
+        );
+        assert_eq!(read(s, Included("b"), Included("b"), Ascending, 9), ["b"]);
+        assert!(s
+            .document_range("none", Unbounded, Unbounded, Ascending, 9)
+            .unwrap()
+            .is_empty());
+        // `documents` sees the cold documents too.
+        assert_eq!(s.documents("r", Some("b"), 10).unwrap().len(), 3);
+        assert_eq!(s.document("r", "a\0\0").unwrap().as_deref(), Some("v2"));
+    };
+    check(&tx);
+    tx.commit().unwrap();
+    check(store);
+    let mut tx = store.begin().unwrap();
+    tx.put_cold_document("r", "zz", "gone").unwrap();
+    tx.put_document("r", "a", None).unwrap();
+    drop(tx);
+    check(store);
+}
+
 pub fn clear_collection_clears_only_that_one<S: EventStore>(store: &mut S) {
     let mut tx = store.begin().unwrap();
     for k in ["a", "b", "c"] {
@@ -1191,6 +1288,7 @@ macro_rules! store_suite {
                 snapshots_newest_inside_upto,
                 documents_put_overwrite_delete,
                 documents_ordered_by_key_with_after_and_limit,
+                document_ranges_seek_both_ways,
                 clear_collection_clears_only_that_one,
                 checkpoints,
                 transaction_sees_its_own_writes,

@@ -16,7 +16,7 @@
 //! An upcaster changes an event's data, not its type, stream, version, time or position.
 //! Events of types no aggregate registered upcasters for are in [`FIRST_SCHEMA`] (or refused).
 
-use std::ops::Deref;
+use std::ops::{Bound, Deref};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -293,6 +293,18 @@ impl<S: StoreRead, U: Deref<Target = Upcasters>> StoreRead for Upcasted<S, U> {
         self.inner.documents(collection, after, limit)
     }
 
+    fn document_range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        self.inner
+            .document_range(collection, from, to, direction, limit)
+    }
+
     fn checkpoint(&self, projection: &str) -> Result<Position> {
         self.inner.checkpoint(projection)
     }
@@ -322,6 +334,10 @@ impl<T: StoreWrite, U: Deref<Target = Upcasters>> StoreWrite for Upcasted<T, U> 
 
     fn put_document(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<()> {
         self.inner.put_document(collection, key, value)
+    }
+
+    fn put_cold_document(&mut self, collection: &str, key: &str, value: &str) -> Result<()> {
+        self.inner.put_cold_document(collection, key, value)
     }
 
     fn clear_collection(&mut self, collection: &str) -> Result<()> {

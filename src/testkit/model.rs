@@ -573,6 +573,9 @@ impl Model {
         if kind == "ListUsers" {
             return self.list_users(params);
         }
+        if kind == "ListUsersAtTime" {
+            return self.list_users_at_time(params);
+        }
         let id = string(params.get("userId"), "params.userId")?;
         let user = self.users.get(id);
         Ok(match kind {
@@ -630,21 +633,30 @@ impl Model {
         state.visible().cloned()
     }
 
+    /// `ListUsersAtTime`: `ListUsers` of the users as each one's events up to and including
+    /// `timestamp` made them (by replay), with `at_time` (the timestamp as given) last.
+    fn list_users_at_time(&self, params: &Map<String, Value>) -> Result<Value, String> {
+        let given = string(params.get("timestamp"), "params.timestamp")?;
+        let t = parse_time(given).ok_or("a bad timestamp is outside the model")?;
+        let (limit, after) = page_params(params)?;
+        let mut live = self
+            .users
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| id.as_str() > a))
+            .filter_map(|(id, u)| self.replay(u, |_, e| e.nanos <= t).map(|s| (id, s)));
+        let page: Vec<_> = live.by_ref().take(limit).collect();
+        let next = match live.next() {
+            Some(_) => json!(page.last().map(|(id, _)| id)),
+            None => Value::Null,
+        };
+        let users: Vec<&Map<String, Value>> = page.iter().map(|(_, s)| s).collect();
+        Ok(json!({"users": users, "next": next, "at_time": given}))
+    }
+
     /// `ListUsers`: the live users after `after`, by id, `limit` of them (default 100, at most
     /// 1000); `next` is the page's last id when more follow.
     fn list_users(&self, params: &Map<String, Value>) -> Result<Value, String> {
-        let limit = match params.get("limit") {
-            None => 100,
-            Some(v) => v
-                .as_u64()
-                .filter(|&n| n >= 1)
-                .ok_or("a limit that is not an integer >= 1 is outside the model")?
-                .min(1000) as usize,
-        };
-        let after = match params.get("after") {
-            None => None,
-            Some(v) => Some(v.as_str().ok_or("params.after must be a string")?),
-        };
+        let (limit, after) = page_params(params)?;
         let mut live = self
             .users
             .iter()
@@ -746,6 +758,23 @@ impl Model {
 }
 
 /// A visible state with one more key last (replacing an attribute of that name), or null.
+/// `limit` (default 100, at most 1000) and `after` of a paged query.
+fn page_params(params: &Map<String, Value>) -> Result<(usize, Option<&str>), String> {
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(v) => v
+            .as_u64()
+            .filter(|&n| n >= 1)
+            .ok_or("a limit that is not an integer >= 1 is outside the model")?
+            .min(1000) as usize,
+    };
+    let after = match params.get("after") {
+        None => None,
+        Some(v) => Some(v.as_str().ok_or("params.after must be a string")?),
+    };
+    Ok((limit, after))
+}
+
 fn with_key(state: Option<Map<String, Value>>, key: &str, value: Value) -> Value {
     match state {
         Some(mut s) => {

@@ -80,6 +80,13 @@ pub struct RunArgs {
     /// Users for the memory-per-user runs (0: skip) [full: 1000000, quick: 100000].
     #[arg(long)]
     pub mem_users: Option<u64>,
+    /// Users (4 events each) for the ListUsersAtTime run, built in process (0: skip)
+    /// [full: 1000000, quick: 100000].
+    #[arg(long)]
+    pub list_at_time_users: Option<u64>,
+    /// ListUsersAtTime queries (a page of 100 at a random time) per store in that run.
+    #[arg(long, default_value_t = 1000)]
+    pub list_at_time_queries: u64,
     /// Where the stores and files go (default: a new directory in the system's temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -106,6 +113,7 @@ pub struct Sizes {
     pub latency: u64,
     pub stream_queries: u64,
     pub mem_users: u64,
+    pub list_at_time_users: u64,
 }
 
 impl Sizes {
@@ -121,6 +129,9 @@ impl Sizes {
             latency: a.latency_commands.unwrap_or(if q { 300 } else { 2000 }),
             stream_queries: a.stream_queries.unwrap_or(if q { 200 } else { 1000 }),
             mem_users: a.mem_users.unwrap_or(if q { 100_000 } else { 1_000_000 }),
+            list_at_time_users: a
+                .list_at_time_users
+                .unwrap_or(if q { 100_000 } else { 1_000_000 }),
         }
     }
 }

@@ -19,7 +19,9 @@
 //! 4. GetUserAtTime on one 10,000-event stream, with and without snapshots;
 //! 5. opening the durable store of step 2 (1,000,000 events at full size) and answering the
 //!    first GetUser, from spawn to reply;
-//! 6. memory per live user at 1,000,000 users (peak RSS / users), in memory and on SQLite.
+//! 6. memory per live user at 1,000,000 users (peak RSS / users), in memory and on SQLite;
+//! 7. `ListUsersAtTime`: a page of 100 at random times at 1,000,000 users with 4 events each,
+//!    built in this process through the engine, in memory and on SQLite (p50, p99).
 //!
 //! Every reply of every run is verified against a model of the workload that this program keeps
 //! itself (it replays the workload's commands, independently of the node's code): every command
@@ -28,13 +30,15 @@
 //! never counts. `cqrs-bench verify --workload W --replies R` runs the same check on files.
 //!
 //! The code: one file per measured run, each adding its section to the report:
-//! [`streamed`] (1, 2), [`one_at_a_time`] (3), [`long_stream`] (4), [`open`] (5), [`memory`] (6);
+//! [`streamed`] (1, 2), [`one_at_a_time`] (3), [`long_stream`] (4), [`open`] (5), [`memory`] (6),
+//! [`list_at_time`] (7);
 //! a new run (on PostgreSQL, over HTTP) is a new file and one line in [`bench_in`]. Around them:
 //! [`cli`] (the command line and the sizes), [`programs`] (finding and starting the programs,
 //! through the test kit's harness, `cqrs_node::testkit::process`), [`verify`] (the checks against
 //! the test kit's model, `cqrs_node::testkit::model`), [`report`] and [`machine`].
 
 mod cli;
+mod list_at_time;
 mod long_stream;
 mod machine;
 mod memory;
@@ -122,6 +126,7 @@ fn bench_in(a: &RunArgs, bins: &Bins, s: &Sizes, dir: &Path) -> Res<()> {
     long_stream::run(&b, &mut r)?;
     open::run(&b, &mut r, streamed)?;
     memory::run(&b, &mut r)?;
+    list_at_time::run(&b, &mut r)?;
     r.finish();
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! With them, a command to a known user runs two statements of its own, both by number (insert
 //! the event, rewrite the document by its row number), where it ran four: the stream's number by
 //! its text key, the stream's version, the insert, and the document's upsert by its text key.
-//! (Its batch adds one more, the projections' checkpoint; the tests of `mod.rs` list them.)
+//! (The temporal read model rewrites one more document, by number as well; its batch adds the
+//! projections' checkpoints; the tests of `mod.rs` list them.)
 //!
 //! A stream looked up and not found is kept too, as having no events: a create then looks its
 //! stream up once (when its aggregate is loaded), not twice (the load, then the append).

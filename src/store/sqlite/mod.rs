@@ -352,6 +352,19 @@ impl StoreWrite for SqliteTx<'_> {
             .map_err(sql_error)
     }
 
+    fn put_cold_document(&mut self, collection: &str, key: &str, value: &str) -> Result<()> {
+        // An upsert by the text key; the row number is not remembered (a row it already knew
+        // keeps its number: the upsert updates the row in place).
+        self.conn
+            .prepare_cached(
+                "INSERT INTO documents (collection, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut st| st.execute(params![collection, key, value]))
+            .map(drop)
+            .map_err(sql_error)
+    }
+
     fn clear_collection(&mut self, collection: &str) -> Result<()> {
         self.known.borrow_mut().forget_collection(collection);
         self.conn
@@ -522,9 +535,11 @@ mod tests {
     }
 
     /// The same through the node, as a client's commands run: each command's own two writes
-    /// by number once its user is known (a create also writes its key), plus the projections'
-    /// checkpoint, once per batch (here
-    /// each command is a batch of its own, as one-at-a-time clients send them).
+    /// by number once its user is known, and the temporal read model's rewrite of the user's
+    /// recent document (by number too), plus the two projections' checkpoints, once per batch
+    /// (here each command is a batch of its own, as one-at-a-time clients send them). A create
+    /// also writes the user's key, inserts the recent document and counts the user in its block: the block below the
+    /// id (a seek), the first block when there is none (a seek), the block written.
     #[test]
     fn a_command_through_the_node_runs_its_two_writes_and_the_batch_checkpoint() {
         use crate::node::Config;
@@ -549,15 +564,28 @@ mod tests {
         let mut out = Vec::new();
         node.handle_lines(&[create], &mut out).unwrap();
         assert!(String::from_utf8_lossy(&out).contains(r#""success":true"#));
+        const BLOCK_BELOW: &str = "SELECT key, value FROM documents WHERE collection = ? AND \
+                                   key <= ? ORDER BY key DESC LIMIT 1";
+        const FIRST_BLOCK: &str =
+            "SELECT key, value FROM documents WHERE collection = ? ORDER BY key ASC LIMIT 1";
+        let temporal_create = [NEW_DOCUMENT, BLOCK_BELOW, FIRST_BLOCK, NEW_DOCUMENT];
         assert_eq!(
             statements(),
-            [SEALED_CREATE, &[CHECKPOINT, COMMIT]].concat()
+            [
+                SEALED_CREATE,
+                &temporal_create,
+                &[CHECKPOINT, CHECKPOINT, COMMIT]
+            ]
+            .concat()
         );
 
         out.clear();
         node.handle_lines(&[rename], &mut out).unwrap();
         assert!(String::from_utf8_lossy(&out).contains(r#""success":true"#));
-        assert_eq!(statements(), [CHANGE, &[CHECKPOINT, COMMIT]].concat());
+        assert_eq!(
+            statements(),
+            [CHANGE, &[REWRITE_DOCUMENT, CHECKPOINT, CHECKPOINT, COMMIT]].concat()
+        );
     }
 
     /// The settings the durability promise rests on ("a reply goes out only once its transaction

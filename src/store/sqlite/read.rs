@@ -184,6 +184,57 @@ impl StoreRead for Reader<'_> {
         rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
     }
 
+    fn document_range(
+        &self,
+        collection: &str,
+        from: Bound<&str>,
+        to: Bound<&str>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        if empty_range(from, to) {
+            return Ok(Vec::new());
+        }
+        // One statement per shape of the bounds (each cached), so that SQLite sees every bound
+        // as a range on the (collection, key) index (`?2 IS NULL OR key > ?2` is not one);
+        // absent bounds are left out of the text, and only what the text names is bound.
+        // A bound parameter as the LIMIT of an ORDER BY lets SQLite's planner look at its value,
+        // so such a statement is prepared again each time it is bound anew (it was 6% of a
+        // streamed run): a seek (limit 1, as the projections' writes ask) has its limit in the
+        // text instead.
+        let mut values: Vec<&dyn rusqlite::ToSql> = vec![&collection];
+        let mut sql = String::from("SELECT key, value FROM documents WHERE collection = ?");
+        let limit_value = to_i64(limit as u64);
+        for (bound, below) in [(&from, true), (&to, false)] {
+            let (op, key) = match (bound, below) {
+                (Bound::Included(k), true) => (">=", k),
+                (Bound::Excluded(k), true) => (">", k),
+                (Bound::Included(k), false) => ("<=", k),
+                (Bound::Excluded(k), false) => ("<", k),
+                (Bound::Unbounded, _) => continue,
+            };
+            sql.push_str(" AND key ");
+            sql.push_str(op);
+            sql.push_str(" ?");
+            values.push(key);
+        }
+        sql.push_str(match direction {
+            Direction::Ascending => " ORDER BY key ASC",
+            Direction::Descending => " ORDER BY key DESC",
+        });
+        if limit == 1 {
+            sql.push_str(" LIMIT 1");
+        } else {
+            sql.push_str(" LIMIT ?");
+            values.push(&limit_value);
+        }
+        let mut st = self.conn.prepare_cached(&sql).map_err(sql_error)?;
+        let rows = st
+            .query_map(values.as_slice(), |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+    }
+
     fn checkpoint(&self, projection: &str) -> Result<Position> {
         self.conn
             .prepare_cached("SELECT position FROM checkpoints WHERE projection = ?1")
