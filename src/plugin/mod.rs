@@ -162,6 +162,15 @@ impl Registry {
         }
         self.upcasters
             .add(<<P::Aggregate as Aggregate>::Event as DomainEvent>::UPCASTERS);
+        for p in plugin.projections() {
+            // A rebuild clears a projection's collections: the key store must never be one.
+            assert!(
+                !p.collections().contains(&crate::store::seal::KEYS),
+                "projection '{}' uses the key store's collection '{}'",
+                p.name(),
+                crate::store::seal::KEYS
+            );
+        }
         if let Some(forgotten) = <<P::Aggregate as Aggregate>::Event as DomainEvent>::FORGOTTEN {
             self.personal
                 .add(<P::Aggregate as Aggregate>::CATEGORY, forgotten);
