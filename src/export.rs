@@ -108,6 +108,11 @@ struct EndOut {
     counts: Counts,
 }
 
+/// A key that is there, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
 /// Any line after the header, as read: which keys it has says what it is.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,7 +125,8 @@ struct LineIn<'a> {
     event_type: Option<String>,
     schema: Option<u32>,
     timestamp: Option<String>,
-    #[serde(borrow)]
+    /// Present, even as `null` (a forgotten user's event), is `Some`.
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(rename = "commandId")]
     command_id: Option<String>,
@@ -481,8 +487,9 @@ fn event_of(l: LineIn<'_>) -> Result<EventIn, String> {
     let missing = |key: &str| format!("an event line needs '{key}'");
     let timestamp = l.timestamp.ok_or_else(|| missing("timestamp"))?;
     let data = l.data.ok_or_else(|| missing("data"))?;
-    if !data.get().starts_with('{') {
-        return Err("an event's data is a JSON object".into());
+    // `null`: the data of a forgotten stream's event (store::seal).
+    if !data.get().starts_with('{') && data.get() != "null" {
+        return Err("an event's data is a JSON object (or null, once forgotten)".into());
     }
     Ok(EventIn {
         position: l.position.ok_or_else(|| missing("position"))?,

@@ -13,7 +13,9 @@
 //!   database that many nodes share); [`store::FaultyStore`] wraps
 //!   either to inject failures in tests; [`store::testing`] is the suite every store passes;
 //!   [`store::upcast`]: every event carries its data's schema, and [`store::Upcasted`] reads
-//!   events in their type's current schema through the aggregates' upcasters.
+//!   events in their type's current schema through the aggregates' upcasters; [`store::seal`]:
+//!   [`store::Sealed`] keeps personal data only encrypted, under a key per stream that the
+//!   forgetting event destroys (`ForgetUser`, docs/forgetting.md).
 //! * [`domain`]: aggregates as pure functions, `decide` and `evolve`; [`domain::user`] is the
 //!   `User` aggregate; [`domain::testing`] runs given/when/then tests against any aggregate.
 //! * [`engine`]: runs a command against any aggregate: load (snapshot + replay), decide, append

@@ -11,7 +11,7 @@ use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
 use cqrs_node::store::{
-    sqlite_file, EventStore, MemoryStore, PostgresStore, SqliteStore, StoreError, Upcasted,
+    sqlite_file, EventStore, MemoryStore, PostgresStore, Sealed, SqliteStore, StoreError,
 };
 
 const ABOUT: &str = "A CQRS + event-sourcing node: JSON lines on stdin, replies on stdout, \
@@ -174,7 +174,7 @@ fn main() -> ExitCode {
             if cli.run.in_memory {
                 Err("export: --in-memory: an in-memory store has nothing to export".into())
             } else {
-                export(&cli.store, out.as_deref())
+                export(&cli.store, out.as_deref(), &registry)
             }
         }
         Some(Command::Import { input, in_memory }) => import(
@@ -287,7 +287,7 @@ fn rebuild_one<S: EventStore>(
     store: S,
     registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, StoreError> {
-    let mut store = Upcasted::new(store, registry.upcasters());
+    let mut store = registry.view(store);
     let applied = projection::rebuild(&mut store, &registry.projections())?;
     println!("{name}: rebuilt from {applied} events");
     Ok(true)
@@ -299,7 +299,7 @@ fn check_one<S: EventStore>(
     store: S,
     registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, StoreError> {
-    let store = Upcasted::new(store, registry.upcasters());
+    let store = registry.view(store);
     let projections = registry.projections();
     for projection in projection::unbuilt(&store, &projections)? {
         println!(
@@ -496,25 +496,32 @@ fn one_store(args: &StoreArgs, what: &str) -> Result<PathBuf, Box<dyn std::error
 }
 
 /// `cqrs export`: the store's log and command ids, as stored, to `out` or standard output.
-fn export(args: &StoreArgs, out: Option<&Path>) -> Result<bool, Box<dyn std::error::Error>> {
+fn export(
+    args: &StoreArgs,
+    out: Option<&Path>,
+    registry: &cqrs_node::plugin::Registry,
+) -> Result<bool, Box<dyn std::error::Error>> {
     if let Some(url) = &args.postgres {
         let store = open_postgres(url, &args.postgres_schema, args.cache_size)?;
         let name = format!("PostgreSQL schema {}", args.postgres_schema);
-        return export_store(store, &name, out);
+        return export_store(store, &name, out, registry);
     }
     let path = one_store(args, "export")?;
     let mut store = SqliteStore::open(&path)?;
     store.set_cache_size(args.cache_size);
-    export_store(store, &path.display().to_string(), out)
+    export_store(store, &path.display().to_string(), out, registry)
 }
 
 /// Writes the export of `store` (named `name` in the log).
 fn export_store<S: EventStore>(
-    mut store: S,
+    store: S,
     name: &str,
     out: Option<&Path>,
+    registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, Box<dyn std::error::Error>> {
-    // Read as stored, not upcast: the export keeps every event's schema and data.
+    // Read as stored, not upcast: the export keeps every event's schema and data; but opened
+    // (docs/export.md): personal data in clear, a forgotten user's as null, no key exported.
+    let mut store = Sealed::new(store, registry.personal());
     let failed = |e: cqrs_node::export::Error| format!("export: {e}");
     let counts = match out {
         Some(file) => {
@@ -561,13 +568,13 @@ fn import(
     let failed = |e: cqrs_node::export::Error| format!("import: {e}");
     let projections = registry.projections();
     let (shown, counts) = if in_memory {
-        let mut store = Upcasted::new(MemoryStore::new(), registry.upcasters());
+        let mut store = registry.view(MemoryStore::new());
         let counts = cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
         ("in memory (nothing kept)".to_string(), counts)
     } else {
         if let Some(url) = &args.postgres {
             let store = open_postgres(url, &args.postgres_schema, args.cache_size)?;
-            let mut store = Upcasted::new(store, registry.upcasters());
+            let mut store = registry.view(store);
             let counts =
                 cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
             let shown = format!("PostgreSQL schema {}", args.postgres_schema);
@@ -583,7 +590,7 @@ fn import(
         let path = sqlite_file(&args.data_dir, id);
         let mut store = SqliteStore::open(&path)?;
         store.set_cache_size(args.cache_size);
-        let mut store = Upcasted::new(store, registry.upcasters());
+        let mut store = registry.view(store);
         let counts = cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
         (path.display().to_string(), counts)
     };

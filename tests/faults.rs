@@ -86,7 +86,8 @@ fn faulty_node<S: EventStore + Send + 'static>(inner: S) -> (Lines<FaultyStore<S
 }
 
 fn assert_consistent(store: &impl StoreRead) {
-    let problems = projection::verify(store, &cqrs_node::registry().projections()).unwrap();
+    let registry = cqrs_node::registry();
+    let problems = projection::verify(&registry.read_view(store), &registry.projections()).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
 }
 
@@ -290,8 +291,10 @@ fn line(seq: u64, kind: u8, user: u8) -> String {
     command(seq, kind, payload, None)
 }
 
+/// The whole log, opened (each store seals under keys of its own, with random nonces).
 fn dump(store: &impl StoreRead) -> Vec<(String, u64, String, String)> {
-    store
+    cqrs_node::registry()
+        .read_view(store)
         .read_all(0, usize::MAX)
         .unwrap()
         .into_iter()

@@ -761,3 +761,31 @@ async fn metrics_count_commands_batches_and_the_head() {
         assert!(value.parse::<f64>().is_ok(), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_user_over_http_answers_as_on_stdio() {
+    let t = start(options());
+    t.create("u1", "Ann", "2024-01-10T08:00:00Z").await;
+    let forget =
+        json!({"type": "ForgetUser", "timestamp": "2024-01-11T08:00:00Z", "payload": {"id": "u1"}});
+    let got = t.command(forget.clone()).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        got.body,
+        r#"{"success":true,"events":[{"eventType":"UserForgotten","aggregateId":"u1"}]}"#
+    );
+    let got = t.command(forget).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, r#"{"success":true,"events":[]}"#);
+    t.command(json!({"type": "RenameUser", "payload": {"id": "u1", "name": "B"}}))
+        .await
+        .problem(410, "deleted");
+    t.create("u1", "Ann", "2024-01-12T08:00:00Z")
+        .await
+        .problem(409, "already_exists");
+    t.command(json!({"type": "ForgetUser", "payload": {"id": "nobody"}}))
+        .await
+        .problem(404, "not_found");
+    let got = t.get("/api/v1/users/u1").await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.body);
+}

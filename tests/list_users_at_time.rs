@@ -179,13 +179,20 @@ impl<S: EventStore + Send + 'static> Run<S> {
     }
 
     fn verify(&self) {
-        let problems =
-            projection::verify(self.node.store(), &cqrs_node::registry().projections()).unwrap();
+        let problems = projection::verify(
+            &cqrs_node::registry().read_view(self.node.store()),
+            &cqrs_node::registry().projections(),
+        )
+        .unwrap();
         assert!(problems.is_empty(), "verify: {problems:#?}");
     }
 
     fn rebuild(&mut self) {
-        projection::rebuild(self.node.store_mut(), &cqrs_node::registry().projections()).unwrap();
+        projection::rebuild(
+            &mut cqrs_node::registry().view(self.node.store_mut()),
+            &cqrs_node::registry().projections(),
+        )
+        .unwrap();
     }
 }
 

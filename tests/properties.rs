@@ -615,8 +615,11 @@ impl<S: EventStore + Send + 'static> Run<S> {
         let (mut lines, mut expected) = self.projection_queries();
         self.ask(&lines, &expected, "final GetUser/ListUsers");
 
-        let problems =
-            projection::verify(self.node.store(), &cqrs_node::registry().projections()).unwrap();
+        let problems = projection::verify(
+            &cqrs_node::registry().read_view(self.node.store()),
+            &cqrs_node::registry().projections(),
+        )
+        .unwrap();
         assert!(problems.is_empty(), "verify: {problems:#?}");
 
         // Snapshots were taken where the streams are long enough, so the temporal queries below
@@ -700,11 +703,11 @@ proptest! {
         };
         let again = send(&mut run.node, &lines);
         prop_assert_eq!(&replies, &again);
-        let problems = projection::verify(run.node.store(), &cqrs_node::registry().projections()).unwrap();
+        let problems = projection::verify(&cqrs_node::registry().read_view(run.node.store()), &cqrs_node::registry().projections()).unwrap();
         prop_assert!(problems.is_empty(), "verify after reopen: {:#?}", problems);
 
         // Every read model rebuilt from the log (the temporal one too) gives the same answers.
-        projection::rebuild(run.node.store_mut(), &cqrs_node::registry().projections()).unwrap();
+        projection::rebuild(&mut cqrs_node::registry().view(run.node.store_mut()), &cqrs_node::registry().projections()).unwrap();
         let rebuilt = send(&mut run.node, &lines);
         prop_assert_eq!(replies, rebuilt);
     }

@@ -77,7 +77,11 @@ fn open_copy(db: &[u8], wal: &[u8], what: &str) -> Log {
     std::fs::write(&path, db).unwrap();
     std::fs::write(dir.path().join("n1.db-wal"), wal).unwrap();
     let store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{what}: open: {e}"));
-    let problems = projection::verify(&store, &cqrs_node::registry().projections()).unwrap();
+    let problems = projection::verify(
+        &cqrs_node::registry().read_view(&store),
+        &cqrs_node::registry().projections(),
+    )
+    .unwrap();
     assert!(problems.is_empty(), "{what}: {problems:?}");
     dump(&store)
 }

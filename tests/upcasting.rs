@@ -29,15 +29,16 @@ fn insert_by_hand(dir: &Path, id: &str, schema: i64, data: &str) {
     .unwrap();
 }
 
+/// The schema and data of the user's first event as stored: not upcast, but opened if it was
+/// sealed under the user's key (store::seal; an event stored in clear reads as it is).
 fn stored(dir: &Path, id: &str) -> (i64, String) {
-    let conn = rusqlite::Connection::open(dir.join("n1.db")).unwrap();
-    conn.query_row(
-        "SELECT e.schema, e.data FROM events e JOIN streams s USING (stream_no)
-         WHERE s.stream = ?1 AND e.version = 1",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .unwrap()
+    use cqrs_node::store::{Sealed, SqliteStore, StoreRead, StreamId, Upto};
+    let store = SqliteStore::open(dir.join("n1.db")).unwrap();
+    let opened = Sealed::new(&store, cqrs_node::registry().personal());
+    let events = opened
+        .read_stream(&StreamId::new("User", id), 0, Upto::Version(1))
+        .unwrap();
+    (i64::from(events[0].schema.0), events[0].data.clone())
 }
 
 #[test]

@@ -364,7 +364,10 @@ fn run_check(cqrs: &Path, dir: &Path) -> Result<(), Fail> {
 /// model's full log, and must hold exactly the model's events in that range.
 fn verify_log(dir: &Path, model: &Model, acked_len: usize) -> Result<usize, Fail> {
     let store = SqliteStore::open(store_file(dir, NODE))?;
-    let log = store.read_all(0, usize::MAX)?;
+    // Opened as the node reads it (personal data is sealed on disk).
+    let log = cqrs_node::registry()
+        .read_view(&store)
+        .read_all(0, usize::MAX)?;
     drop(store);
     if log.len() < acked_len {
         return fail(format!(

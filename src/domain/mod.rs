@@ -24,6 +24,12 @@ pub trait DomainEvent: Sized {
     /// The upcasters of this aggregate's event types (registered with the node by its plug-in).
     const UPCASTERS: &'static [Upcaster] = &[];
 
+    /// `Some(event type)` if this aggregate's streams hold personal data: the store seals their
+    /// events and snapshots under a key per stream, and an event of that type destroys the key
+    /// ([`crate::store::seal`]). From then on every other event of the stream reads with data
+    /// `null`: `from_data` must accept that (as an event whose content was forgotten).
+    const FORGOTTEN: Option<&'static str> = None;
+
     /// The stored type name, e.g. `UserCreated`.
     fn event_type(&self) -> &'static str;
     /// The event's data as a JSON object.

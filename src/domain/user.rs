@@ -7,6 +7,13 @@
 //! | `RenameUser`      | `UserRenamed`      | exists, not deleted; name non-empty               |
 //! | `ChangeUserEmail` | `UserEmailChanged` | exists, not deleted; email looks like `a@b`       |
 //! | `DeleteUser`      | `UserDeleted`      | exists, not deleted yet                           |
+//! | `ForgetUser`      | `UserForgotten`    | exists (deleted or not); a repeat changes nothing |
+//!
+//! Every attribute but `id` is personal data: the store seals the User streams
+//! ([`DomainEvent::FORGOTTEN`], [`crate::store::seal`]) and `UserForgotten` destroys the key. An
+//! event read after that has data `null` and becomes [`UserEvent::Forgotten`]: a forgotten user
+//! is never visible again, at any time or version; it takes no command but `ForgetUser`
+//! (`deleted`), and its id is never reused (`already_exists`).
 //!
 //! A command that would change nothing decides no events. Rules that need no state (shape of
 //! the payload, non-empty name, email syntax, size limits) are checked when the command is
@@ -38,6 +45,8 @@ pub enum Status {
     Absent,
     Active,
     Deleted,
+    /// Its personal data was forgotten (`UserForgotten`, or an event whose data is gone).
+    Forgotten,
 }
 
 /// The User aggregate's state.
@@ -61,6 +70,7 @@ pub enum UserCommand {
     RenameUser { id: String, name: String },
     ChangeUserEmail { id: String, email: String },
     DeleteUser { id: String },
+    ForgetUser { id: String },
 }
 
 /// Why a payload could not become a command.
@@ -85,6 +95,7 @@ impl UserCommand {
         "RenameUser",
         "ChangeUserEmail",
         "DeleteUser",
+        "ForgetUser",
     ];
 
     /// Builds a command from its wire type and payload, checking every rule that needs no state.
@@ -142,7 +153,8 @@ impl UserCommand {
                     email: email.as_str().unwrap_or_default().to_string(),
                 }
             }
-            _ => UserCommand::DeleteUser { id },
+            "DeleteUser" => UserCommand::DeleteUser { id },
+            _ => UserCommand::ForgetUser { id },
         })
     }
 }
@@ -260,7 +272,24 @@ pub enum UserEvent {
         email: String,
     },
     UserDeleted,
+    /// Data: `{}`. The user's key is destroyed with it.
+    UserForgotten,
+    /// An event of type `kind` as it reads once its user was forgotten: data `null`. Never
+    /// decided, only read.
+    Forgotten {
+        kind: &'static str,
+    },
 }
+
+/// The User event types (the wire names of [`UserEvent`] but `Forgotten`).
+const EVENT_TYPES: &[&str] = &[
+    "UserCreated",
+    "UserUpdated",
+    "UserRenamed",
+    "UserEmailChanged",
+    "UserDeleted",
+    "UserForgotten",
+];
 
 /// The data of `UserRenamed`: `{"name": ...}` (other keys are ignored when read).
 #[derive(Serialize, Deserialize)]
@@ -305,6 +334,7 @@ fn user_created_0_to_1(data: Map<String, Value>) -> Result<Map<String, Value>, S
 
 impl DomainEvent for UserEvent {
     const UPCASTERS: &'static [Upcaster] = UPCASTERS;
+    const FORGOTTEN: Option<&'static str> = Some("UserForgotten");
 
     fn event_type(&self) -> &'static str {
         match self {
@@ -313,6 +343,8 @@ impl DomainEvent for UserEvent {
             UserEvent::UserRenamed { .. } => "UserRenamed",
             UserEvent::UserEmailChanged { .. } => "UserEmailChanged",
             UserEvent::UserDeleted => "UserDeleted",
+            UserEvent::UserForgotten => "UserForgotten",
+            UserEvent::Forgotten { kind } => kind,
         }
     }
 
@@ -322,7 +354,8 @@ impl DomainEvent for UserEvent {
             UserEvent::UserUpdated { changes } => Ok(changes.to_json()),
             UserEvent::UserRenamed { name } => serde_json::to_string(&Name { name }),
             UserEvent::UserEmailChanged { email } => serde_json::to_string(&Email { email }),
-            UserEvent::UserDeleted => Ok("{}".to_string()),
+            UserEvent::UserDeleted | UserEvent::UserForgotten => Ok("{}".to_string()),
+            UserEvent::Forgotten { .. } => Ok("null".to_string()),
         };
         value.expect("a JSON map always serialises")
     }
@@ -330,6 +363,12 @@ impl DomainEvent for UserEvent {
     fn from_data(event_type: &str, data: &str) -> Result<Self, String> {
         fn parse<'a, T: Deserialize<'a>>(event_type: &str, data: &'a str) -> Result<T, String> {
             serde_json::from_str(data).map_err(|e| format!("{event_type} data: {e}"))
+        }
+        if data == "null" {
+            return match EVENT_TYPES.iter().find(|t| **t == event_type) {
+                Some(kind) => Ok(UserEvent::Forgotten { kind }),
+                None => Err(format!("unknown User event type '{event_type}'")),
+            };
         }
         Ok(match event_type {
             "UserCreated" => UserEvent::UserCreated {
@@ -348,6 +387,10 @@ impl DomainEvent for UserEvent {
                 parse::<Attributes>(event_type, data)?;
                 UserEvent::UserDeleted
             }
+            "UserForgotten" => {
+                parse::<Attributes>(event_type, data)?;
+                UserEvent::UserForgotten
+            }
             other => return Err(format!("unknown User event type '{other}'")),
         })
     }
@@ -365,6 +408,10 @@ impl User {
                 code::DELETED,
                 format!("user '{id}' was deleted"),
             )),
+            Status::Forgotten => Err(Rejection::new(
+                code::DELETED,
+                format!("user '{id}' was forgotten"),
+            )),
         }
     }
 
@@ -374,7 +421,12 @@ impl User {
 
     /// Why a `CreateUser` for `id` is refused in this state (it exists, or existed).
     fn create_refused(&self, id: &str) -> Rejection {
-        if self.status == Status::Deleted {
+        if self.status == Status::Forgotten {
+            Rejection::new(
+                code::ALREADY_EXISTS,
+                format!("user id '{id}' belonged to a forgotten user and cannot be reused"),
+            )
+        } else if self.status == Status::Deleted {
             Rejection::new(
                 code::ALREADY_EXISTS,
                 format!("user id '{id}' belonged to a deleted user and cannot be reused"),
@@ -403,7 +455,8 @@ impl Aggregate for User {
             UserCommand::UpdateUser { id, .. }
             | UserCommand::RenameUser { id, .. }
             | UserCommand::ChangeUserEmail { id, .. }
-            | UserCommand::DeleteUser { id } => id,
+            | UserCommand::DeleteUser { id }
+            | UserCommand::ForgetUser { id } => id,
         }
     }
 
@@ -462,6 +515,14 @@ impl Aggregate for User {
                 self.must_be_active(&id)?;
                 Ok(vec![UserEvent::UserDeleted])
             }
+            UserCommand::ForgetUser { id } => match self.status {
+                Status::Absent => Err(Rejection::new(
+                    code::NOT_FOUND,
+                    format!("user '{id}' does not exist"),
+                )),
+                Status::Forgotten => Ok(vec![]),
+                Status::Active | Status::Deleted => Ok(vec![UserEvent::UserForgotten]),
+            },
         }
     }
 
@@ -487,6 +548,10 @@ impl Aggregate for User {
                 self.attributes.insert("email".into(), Value::String(email));
             }
             UserEvent::UserDeleted => self.status = Status::Deleted,
+            UserEvent::UserForgotten | UserEvent::Forgotten { .. } => {
+                self.status = Status::Forgotten;
+                self.attributes = Attributes::new();
+            }
         }
     }
 

@@ -32,7 +32,7 @@ use crate::engine::Executed;
 use crate::plugin::{Registry, Runners};
 use crate::projection::{self, Projection};
 use crate::store::Version;
-use crate::store::{EventStore, StoreError, StoreRead, StoreWrite, Upcasted};
+use crate::store::{EventStore, Sealed, StoreError, StoreRead, StoreWrite, Upcasted};
 
 pub use command::{CommandId, Failure};
 
@@ -136,9 +136,9 @@ impl Reply {
 }
 
 pub struct Node<S: EventStore> {
-    /// Read through the registry's upcasters: the engine, the projections and the queries see
-    /// every event in its type's current schema.
-    store: Upcasted<S>,
+    /// Read through the registry's view ([`Registry::view`]): personal data sealed on the way in
+    /// and opened on the way out, and every event in its type's current schema.
+    store: Upcasted<Sealed<S>>,
     registry: Arc<Registry>,
     runners: Runners,
     projections: Vec<Box<dyn Projection>>,
@@ -148,7 +148,7 @@ impl<S: EventStore> Node<S> {
     /// A node serving `registry`'s aggregates over `store`, its projections caught up with the
     /// log.
     pub fn open(store: S, registry: Arc<Registry>, config: &Config) -> Result<Self, StoreError> {
-        let mut store = Upcasted::new(store, registry.upcasters());
+        let mut store = registry.view(store);
         let projections = registry.projections();
         let applied = projection::catch_up(&mut store, &projections)?;
         if applied > 0 {
@@ -170,14 +170,14 @@ impl<S: EventStore> Node<S> {
 
     /// The store, its events as stored.
     pub fn store(&self) -> &S {
-        self.store.inner()
+        self.store.inner().inner()
     }
 
     /// The store, for changes made around the node (tests, maintenance). The node forgets its
     /// cached aggregates, since the store may change under them.
     pub fn store_mut(&mut self) -> &mut S {
         self.runners.forget();
-        self.store.inner_mut()
+        self.store.inner_mut().inner_mut()
     }
 
     /// Handles a batch of requests in order, handing each reply to `deliver` (in request order)

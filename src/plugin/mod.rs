@@ -34,7 +34,9 @@ use serde_json::{Map, Value};
 use crate::domain::{Aggregate, DomainEvent, Rejection};
 use crate::engine::{CommandError, Execute, Executed, Repository};
 use crate::projection::{self, Projection};
-use crate::store::{ExpectedVersion, StoreError, StoreRead, StoreWrite, Upcasters};
+use crate::store::{
+    ExpectedVersion, Personal, Sealed, StoreError, StoreRead, StoreWrite, Upcasted, Upcasters,
+};
 use crate::timestamp::Timestamp;
 
 /// An aggregate as a node serves it. See the module docs.
@@ -126,6 +128,8 @@ pub struct Registry {
     queries: Vec<(&'static str, usize)>,
     /// Every plug-in's upcasters.
     upcasters: Upcasters,
+    /// The categories whose streams hold personal data.
+    personal: Personal,
 }
 
 /// The plug-in that declared `kind`.
@@ -158,6 +162,19 @@ impl Registry {
         }
         self.upcasters
             .add(<<P::Aggregate as Aggregate>::Event as DomainEvent>::UPCASTERS);
+        for p in plugin.projections() {
+            // A rebuild clears a projection's collections: the key store must never be one.
+            assert!(
+                !p.collections().contains(&crate::store::seal::KEYS),
+                "projection '{}' uses the key store's collection '{}'",
+                p.name(),
+                crate::store::seal::KEYS
+            );
+        }
+        if let Some(forgotten) = <<P::Aggregate as Aggregate>::Event as DomainEvent>::FORGOTTEN {
+            self.personal
+                .add(<P::Aggregate as Aggregate>::CATEGORY, forgotten);
+        }
         self.plugins.push(Box::new(plugin));
         self
     }
@@ -166,6 +183,22 @@ impl Registry {
     /// ([`crate::store::Upcasted`]).
     pub fn upcasters(&self) -> std::sync::Arc<Upcasters> {
         std::sync::Arc::new(self.upcasters.clone())
+    }
+
+    /// The categories whose streams hold personal data, for sealing a store
+    /// ([`crate::store::Sealed`]).
+    pub fn personal(&self) -> std::sync::Arc<Personal> {
+        std::sync::Arc::new(self.personal.clone())
+    }
+
+    /// The store as the node reads it: personal streams sealed, events upcast.
+    pub fn view<S: crate::store::EventStore>(&self, store: S) -> Upcasted<Sealed<S>> {
+        Upcasted::new(Sealed::new(store, self.personal()), self.upcasters())
+    }
+
+    /// [`Registry::view`] of a store lent: reads only (tests, tools that check a store).
+    pub fn read_view<'a, S: StoreRead>(&self, store: &'a S) -> Upcasted<Sealed<&'a S>> {
+        Upcasted::new(Sealed::new(store, self.personal()), self.upcasters())
     }
 
     /// The plug-in of a command type, if one declared it.

@@ -161,6 +161,29 @@ fn push_time(key: &mut String, t: Timestamp) {
     write!(key, "{bits:016x}").expect("writing to a String");
 }
 
+/// Deletes a user's recent document and every document filed for it.
+fn forget(docs: &mut dyn Documents, id: &str) -> Result<(), StoreError> {
+    docs.put(RECENT, id, None)?;
+    let from = user_prefix(id);
+    // After the prefix come only the 16 hex digits of a time: "g" sorts above all of them.
+    let to = format!("{from}g");
+    loop {
+        let filed = docs.range(
+            PAST,
+            Bound::Included(&from),
+            Bound::Excluded(&to),
+            Direction::Ascending,
+            256,
+        )?;
+        if filed.is_empty() {
+            return Ok(());
+        }
+        for (key, _) in filed {
+            docs.put(PAST, &key, None)?;
+        }
+    }
+}
+
 fn corrupt(what: &str, key: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} document {key:?}"))
 }
@@ -386,6 +409,21 @@ impl Projection for UsersAtProjection {
             return Ok(());
         }
         let bad = |msg: &str| StoreError::Corrupt(format!("event {}: {msg}", event.position));
+        let id = &event.stream.id;
+        if event.event_type == "UserForgotten" {
+            // Every state of the user is dropped, in the transaction that destroys its key
+            // (docs/forgetting.md); its block still counts it, whichever way it was built.
+            self.written.borrow_mut().take(id, event.version - 1);
+            return forget(docs, id);
+        }
+        if event.data == GONE {
+            // An event of a forgotten user, replayed (its data is gone): counted in its block
+            // as it was when first applied; the rest went with the forget.
+            if event.event_type == "UserCreated" {
+                return count_created(docs, id, event.timestamp);
+            }
+            return Ok(());
+        }
         let change = match event.event_type.as_str() {
             "UserDeleted" => GONE,
             "UserCreated" | "UserUpdated" | "UserRenamed" | "UserEmailChanged" => {
@@ -396,7 +434,6 @@ impl Projection for UsersAtProjection {
             }
             other => return Err(bad(&format!("unknown User event type '{other}'"))),
         };
-        let id = &event.stream.id;
         let t = event.timestamp;
         let known = self.written.borrow_mut().take(id, event.version - 1);
         let known = match known {

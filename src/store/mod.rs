@@ -126,9 +126,28 @@ macro_rules! delegate_store_read {
     };
 }
 
+// A store lent is a store to read: so a wrapper can read one it does not own
+// (`Registry::read_view`).
+delegate_store_read!(impl['a, T: StoreRead + ?Sized] &'a T, |this| (**this));
+delegate_store_read!(impl['a, T: StoreRead + ?Sized] &'a mut T, |this| (**this));
+
+/// A store lent mutably is a store: so a wrapper can write through one it does not own (a
+/// rebuild through `Registry::view` of a node's store).
+impl<T: EventStore> EventStore for &mut T {
+    type Tx<'a>
+        = T::Tx<'a>
+    where
+        Self: 'a;
+
+    fn begin(&mut self) -> Result<Self::Tx<'_>> {
+        (**self).begin()
+    }
+}
+
 mod faulty;
 mod memory;
 mod postgres;
+pub mod seal;
 mod sqlite;
 pub mod testing;
 pub mod upcast;
@@ -136,6 +155,7 @@ pub mod upcast;
 pub use faulty::{Faults, FaultyStore, FaultyTx, Op, Plan};
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
+pub use seal::{Personal, Sealed};
 pub use sqlite::SqliteStore;
 pub use upcast::{Upcasted, Upcaster, Upcasters};
 

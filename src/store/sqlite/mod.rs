@@ -79,6 +79,9 @@ impl SqliteStore {
         // Room for every statement this store runs (about 20; rusqlite keeps 16 by default), so
         // that none is parsed again after being pushed out by the others.
         conn.set_prepared_statement_cache_capacity(64);
+        // secure_delete: a deleted or rewritten row's bytes are zeroed in its page (and freed
+        // pages too), so that a destroyed key or a forgotten user's document leaves nothing
+        // behind in the file (docs/forgetting.md).
         // Order matters: exclusive locking before WAL, so that SQLite keeps the WAL index in
         // process memory (no -shm file) and the lock is held from the first transaction on.
         conn.execute_batch(
@@ -87,6 +90,7 @@ impl SqliteStore {
              PRAGMA synchronous = FULL;
              PRAGMA cache_size = -8192;
              PRAGMA mmap_size = 2147418112;
+             PRAGMA secure_delete = ON;
              BEGIN EXCLUSIVE; COMMIT;",
         )
         .map_err(|e| open_error(&shown, e))?;
@@ -475,6 +479,18 @@ mod tests {
     ];
     /// A command to a known user: its two writes, by number.
     const CHANGE: &[&str] = &[BEGIN, INSERT_EVENT, REWRITE_DOCUMENT];
+    /// A create through the node: the same, and the new user's key written to the key store
+    /// (store::seal), between its event and its document. Nothing is looked up for the key: a
+    /// new stream has none, and a known user's key is in the node's memory.
+    const SEALED_CREATE: &[&str] = &[
+        BEGIN,
+        HEAD,
+        FIND_STREAM,
+        NEW_STREAM,
+        INSERT_EVENT,
+        NEW_DOCUMENT,
+        NEW_DOCUMENT,
+    ];
 
     /// What `known.rs` promises: a create looks its stream up once (the engine's load asks
     /// whether it has events; the append then knows), and a command to a known stream and
@@ -522,7 +538,7 @@ mod tests {
     /// by number once its user is known, and the temporal read model's rewrite of the user's
     /// recent document (by number too), plus the two projections' checkpoints, once per batch
     /// (here each command is a batch of its own, as one-at-a-time clients send them). A create
-    /// also inserts the recent document and counts the user in its block: the block below the
+    /// also writes the user's key, inserts the recent document and counts the user in its block: the block below the
     /// id (a seek), the first block when there is none (a seek), the block written.
     #[test]
     fn a_command_through_the_node_runs_its_two_writes_and_the_batch_checkpoint() {
@@ -555,7 +571,12 @@ mod tests {
         let temporal_create = [NEW_DOCUMENT, BLOCK_BELOW, FIRST_BLOCK, NEW_DOCUMENT];
         assert_eq!(
             statements(),
-            [CREATE, &temporal_create, &[CHECKPOINT, CHECKPOINT, COMMIT]].concat()
+            [
+                SEALED_CREATE,
+                &temporal_create,
+                &[CHECKPOINT, CHECKPOINT, COMMIT]
+            ]
+            .concat()
         );
 
         out.clear();
@@ -588,6 +609,7 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(pragma("journal_mode"), "wal");
+        assert_eq!(pragma("secure_delete"), "1", "deleted bytes are zeroed");
         assert_eq!(pragma("synchronous"), "2", "2 is FULL");
         assert_eq!(pragma("locking_mode"), "exclusive");
         // The speed settings the module docs describe: a small page cache, reads through a map.
