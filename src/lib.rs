@@ -9,7 +9,8 @@
 //!
 //! * [`timestamp`]: event times, RFC 3339 in and out; [`json`]: fast JSON writing helpers.
 //! * [`store`]: the event store, the source of truth. The [`store::EventStore`] trait, with
-//!   [`store::MemoryStore`] and the durable [`store::SqliteStore`]; [`store::FaultyStore`] wraps
+//!   [`store::MemoryStore`], the durable [`store::SqliteStore`] and [`store::PostgresStore`] (one
+//!   database that many nodes share); [`store::FaultyStore`] wraps
 //!   either to inject failures in tests; [`store::testing`] is the suite every store passes;
 //!   [`store::upcast`]: every event carries its data's schema, and [`store::Upcasted`] reads
 //!   events in their type's current schema through the aggregates' upcasters; [`store::seal`]:

@@ -10,7 +10,9 @@ use cqrs_node::http;
 use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
-use cqrs_node::store::{sqlite_file, EventStore, MemoryStore, Sealed, SqliteStore, StoreError};
+use cqrs_node::store::{
+    sqlite_file, EventStore, MemoryStore, PostgresStore, Sealed, SqliteStore, StoreError,
+};
 
 const ABOUT: &str = "A CQRS + event-sourcing node: JSON lines on stdin, replies on stdout, \
 events on disk.
@@ -88,12 +90,20 @@ struct StoreArgs {
     /// many streams and as many documents, so that commands look nothing up by text key).
     #[arg(long, default_value_t = Config::default().cache_size, global = true)]
     cache_size: usize,
+    /// Keep the store in this PostgreSQL database, shared with any number of nodes, instead
+    /// of the data directory (libpq's forms: postgresql://user:pass@host:port/db, or
+    /// "host=/socket/dir dbname=db user=u"). See docs/postgres.md.
+    #[arg(long, env = "CQRS_POSTGRES_URL", value_name = "URL", global = true)]
+    postgres: Option<String>,
+    /// The PostgreSQL schema that holds the store's tables (several stores in one database).
+    #[arg(long, value_name = "NAME", default_value = "cqrs", global = true)]
+    postgres_schema: String,
 }
 
 #[derive(Args)]
 struct RunArgs {
     /// Keep everything in memory; write no file at all.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "postgres")]
     in_memory: bool,
     /// How long each commandId is remembered: a number and a unit, s, m, h or d (e.g. 30d;
     /// default: for ever). Older ids are forgotten when the node starts; a retry after that
@@ -152,30 +162,13 @@ fn main() -> ExitCode {
     let registry = Arc::new(cqrs_node::registry());
     let result = match cli.command {
         None => serve(&cli.store, cli.run, registry),
-        Some(Command::Rebuild) => each_store(&cli.store, "rebuild", |path, store| {
-            let mut store = registry.view(store);
-            let applied = projection::rebuild(&mut store, &registry.projections())?;
-            println!("{}: rebuilt from {applied} events", path.display());
-            Ok(true)
+        Some(Command::Rebuild) => each_store(&cli.store, "rebuild", |name, store| match store {
+            AnyStore::Sqlite(s) => rebuild_one(name, s, &registry),
+            AnyStore::Postgres(s) => rebuild_one(name, s, &registry),
         }),
-        Some(Command::Check) => each_store(&cli.store, "check", |path, store| {
-            let store = registry.view(store);
-            let projections = registry.projections();
-            for name in projection::unbuilt(&store, &projections)? {
-                println!(
-                    "{}: projection {name}: not built yet (new since this store was written); \
-                     a node builds it from the log when it opens the store",
-                    path.display()
-                );
-            }
-            let problems = projection::verify(&store, &projections)?;
-            for p in &problems {
-                println!("{}: {p}", path.display());
-            }
-            if problems.is_empty() {
-                println!("{}: ok", path.display());
-            }
-            Ok(problems.is_empty())
+        Some(Command::Check) => each_store(&cli.store, "check", |name, store| match store {
+            AnyStore::Sqlite(s) => check_one(name, s, &registry),
+            AnyStore::Postgres(s) => check_one(name, s, &registry),
         }),
         Some(Command::Export { out }) => {
             if cli.run.in_memory {
@@ -249,6 +242,14 @@ fn serve(
         stdio::serve(&options, service, move |_id| {
             open_node(MemoryStore::new(), registry, &config)
         })?
+    } else if let Some(url) = &store.postgres {
+        let (url, schema) = (url.clone(), store.postgres_schema.clone());
+        let service = Nodes::<PostgresStore>::new(registry.clone());
+        stdio::serve(&options, service, move |_id| {
+            let store = open_postgres(&url, &schema, config.cache_size)?;
+            tracing::info!(schema = %schema, "PostgreSQL store opened");
+            open_node(store, registry, &config)
+        })?
     } else {
         let data_dir = store.data_dir.clone();
         let service = Nodes::<SqliteStore>::new(registry.clone());
@@ -271,6 +272,49 @@ fn serve(
         Ended::Unnamed => {}
     }
     Ok(true)
+}
+
+/// The PostgreSQL store of `--postgres` and `--postgres-schema`.
+fn open_postgres(url: &str, schema: &str, cache_size: usize) -> Result<PostgresStore, StoreError> {
+    let mut store = PostgresStore::open(url, schema)?;
+    store.set_cache_size(cache_size);
+    Ok(store)
+}
+
+/// `rebuild` on one store (`name` in what it prints).
+fn rebuild_one<S: EventStore>(
+    name: &str,
+    store: S,
+    registry: &cqrs_node::plugin::Registry,
+) -> Result<bool, StoreError> {
+    let mut store = registry.view(store);
+    let applied = projection::rebuild(&mut store, &registry.projections())?;
+    println!("{name}: rebuilt from {applied} events");
+    Ok(true)
+}
+
+/// `check` on one store (`name` in what it prints): whether it found nothing wrong.
+fn check_one<S: EventStore>(
+    name: &str,
+    store: S,
+    registry: &cqrs_node::plugin::Registry,
+) -> Result<bool, StoreError> {
+    let store = registry.view(store);
+    let projections = registry.projections();
+    for projection in projection::unbuilt(&store, &projections)? {
+        println!(
+            "{name}: projection {projection}: not built yet (new since this store was written); \
+             a node builds it from the log when it opens the store"
+        );
+    }
+    let problems = projection::verify(&store, &projections)?;
+    for p in &problems {
+        println!("{name}: {p}");
+    }
+    if problems.is_empty() {
+        println!("{name}: ok");
+    }
+    Ok(problems.is_empty())
 }
 
 /// `--http ADDR`: the node on its writer thread, the HTTP front end in front of it, until
@@ -298,6 +342,11 @@ fn serve_http(
     });
     if args.in_memory {
         let node = open_node(MemoryStore::new(), registry.clone(), config)?;
+        run_http(node, listener, registry, options, stdio)?;
+    } else if let Some(url) = &store.postgres {
+        let s = open_postgres(url, &store.postgres_schema, config.cache_size)?;
+        tracing::info!(schema = %store.postgres_schema, "PostgreSQL store opened");
+        let node = open_node(s, registry.clone(), config)?;
         run_http(node, listener, registry, options, stdio)?;
     } else {
         let path = sqlite_file(&store.data_dir, &id);
@@ -383,12 +432,25 @@ fn stores_in(args: &StoreArgs, what: &str) -> Result<Vec<PathBuf>, Box<dyn std::
     Ok(paths)
 }
 
-/// Runs `f` on the named store, or on every `*.db` store in the data directory.
+/// One store, whichever backend: `rebuild` and `check` run on either.
+#[allow(clippy::large_enum_variant)] // one at a time, moved once
+enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+/// Runs `f` (with the store's name) on the PostgreSQL store, or on the named SQLite store, or
+/// on every `*.db` store in the data directory.
 fn each_store(
     args: &StoreArgs,
     what: &str,
-    mut f: impl FnMut(&Path, SqliteStore) -> Result<bool, StoreError>,
+    mut f: impl FnMut(&str, AnyStore) -> Result<bool, StoreError>,
 ) -> Result<bool, Box<dyn std::error::Error>> {
+    if let Some(url) = &args.postgres {
+        let store = open_postgres(url, &args.postgres_schema, args.cache_size)?;
+        let name = format!("PostgreSQL schema {}", args.postgres_schema);
+        return Ok(f(&name, AnyStore::Postgres(store))?);
+    }
     let paths = match &args.node_id {
         Some(id) => vec![sqlite_file(&args.data_dir, id)],
         None => stores_in(args, what)?,
@@ -403,7 +465,7 @@ fn each_store(
         }
         let mut store = SqliteStore::open(&path)?;
         store.set_cache_size(args.cache_size);
-        all_ok &= f(&path, store)?;
+        all_ok &= f(&path.display().to_string(), AnyStore::Sqlite(store))?;
     }
     Ok(all_ok)
 }
@@ -439,9 +501,24 @@ fn export(
     out: Option<&Path>,
     registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, Box<dyn std::error::Error>> {
+    if let Some(url) = &args.postgres {
+        let store = open_postgres(url, &args.postgres_schema, args.cache_size)?;
+        let name = format!("PostgreSQL schema {}", args.postgres_schema);
+        return export_store(store, &name, out, registry);
+    }
     let path = one_store(args, "export")?;
     let mut store = SqliteStore::open(&path)?;
     store.set_cache_size(args.cache_size);
+    export_store(store, &path.display().to_string(), out, registry)
+}
+
+/// Writes the export of `store` (named `name` in the log).
+fn export_store<S: EventStore>(
+    store: S,
+    name: &str,
+    out: Option<&Path>,
+    registry: &cqrs_node::plugin::Registry,
+) -> Result<bool, Box<dyn std::error::Error>> {
     // Read as stored, not upcast: the export keeps every event's schema and data; but opened
     // (docs/export.md): personal data in clear, a forgotten user's as null, no key exported.
     let mut store = Sealed::new(store, registry.personal());
@@ -468,8 +545,7 @@ fn export(
     tracing::info!(
         events = counts.events,
         command_ids = counts.command_ids,
-        "exported {}",
-        path.display()
+        "exported {name}"
     );
     Ok(true)
 }
@@ -496,6 +572,18 @@ fn import(
         let counts = cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
         ("in memory (nothing kept)".to_string(), counts)
     } else {
+        if let Some(url) = &args.postgres {
+            let store = open_postgres(url, &args.postgres_schema, args.cache_size)?;
+            let mut store = registry.view(store);
+            let counts =
+                cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
+            let shown = format!("PostgreSQL schema {}", args.postgres_schema);
+            println!(
+                "{shown}: imported {} events and {} command ids",
+                counts.events, counts.command_ids
+            );
+            return Ok(true);
+        }
         let Some(id) = &args.node_id else {
             return Err("import: --node-id is required: it names the store to fill".into());
         };

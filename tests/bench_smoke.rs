@@ -20,6 +20,8 @@ fn run(name: &str, args: &[&str]) -> Output {
     Command::new(bin(name))
         .args(args)
         .env("CQRS_LOG", "warn")
+        // The store is the one the flags name, not one from the caller's environment.
+        .env_remove("CQRS_POSTGRES_URL")
         .output()
         .unwrap()
 }
@@ -54,6 +56,7 @@ fn pipe(program: &Path, args: &[&str], input: &Path) -> Vec<u8> {
     let out = Command::new(program)
         .args(args)
         .env("CQRS_LOG", "warn")
+        .env_remove("CQRS_POSTGRES_URL")
         .stdin(std::fs::File::open(input).unwrap())
         .stderr(Stdio::inherit())
         .output()

@@ -21,6 +21,7 @@ fn cqrs() -> Command {
         "CQRS_NODE_ID",
         "CQRS_HTTP",
         "CQRS_HTTP_TOKEN",
+        "CQRS_POSTGRES_URL",
     ] {
         cmd.env_remove(var);
     }
@@ -435,4 +436,37 @@ fn a_sigterm_right_after_start_is_a_clean_stop() {
         let stderr = s.stop();
         assert!(stderr.contains("stopped by a signal"), "{stderr}");
     }
+}
+
+/// Two `--http` nodes on one PostgreSQL schema (needs `CQRS_POSTGRES_URL`; skipped without it,
+/// failed under CI=true): a command on one is read on the other at once, the other's live feed
+/// shows the first one's events (it polls a shared store), both serve the same log, and
+/// `/readyz` says the store answers.
+#[test]
+fn two_http_nodes_on_one_postgres_share_the_log_and_the_live_feed() {
+    let Some(pg) = cqrs_node::testkit::postgres::Schema::new("http_two_nodes") else {
+        return;
+    };
+    let args = ["--postgres", &pg.url, "--postgres-schema", &pg.name];
+    let a = Server::start(&[&args[..], &["--node-id", "a"]].concat());
+    let b = Server::start(&[&args[..], &["--node-id", "b"]].concat());
+    let client = agent();
+    for s in [&a, &b] {
+        let (status, body) = answer(client.get(&s.url("/readyz")).call()).unwrap();
+        assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#));
+    }
+    let mut live = feed(&client, &b, "/api/v1/events/live?after=0", None);
+    for i in 0..5 {
+        assert_eq!(create(&client, &a.base, &format!("u{i}")).unwrap().0, 201);
+        let (status, body) =
+            answer(client.get(&b.url(&format!("/api/v1/users/u{i}"))).call()).unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let seen = read_events(&mut live, 5);
+    let positions: Vec<u64> = seen.iter().map(|(p, _)| *p).collect();
+    assert_eq!(positions, [1, 2, 3, 4, 5]);
+    assert_eq!(whole_log(&client, &a), whole_log(&client, &b));
+    drop(live);
+    a.stop();
+    b.stop();
 }

@@ -7,8 +7,10 @@
 
 use cqrs_node::store::testing::*;
 use cqrs_node::store::{
-    EventStore, ExpectedVersion, MemoryStore, SqliteStore, StoreError, StoreRead, StoreWrite, Upto,
+    EventStore, ExpectedVersion, MemoryStore, PostgresStore, SqliteStore, StoreError, StoreRead,
+    StoreWrite, Upto,
 };
+use cqrs_node::testkit::postgres::Schema;
 use cqrs_node::timestamp::Timestamp;
 
 // ---------------------------------------------------------------------------------------------
@@ -43,6 +45,19 @@ cqrs_node::store_suite!(memory_store, memory);
 cqrs_node::store_suite!(sqlite_store, sqlite);
 cqrs_node::store_suite!(sqlite_store_small_cache, sqlite_small_cache);
 cqrs_node::store_suite!(sqlite_store_no_cache, sqlite_no_cache);
+
+/// PostgreSQL (`CQRS_POSTGRES_URL`; skipped without it, except under CI=true), a schema per
+/// test, dropped after it.
+fn postgres_with_cache(cache: usize) -> Option<(PostgresStore, Schema)> {
+    let schema = Schema::new("store_suite")?;
+    let mut store = PostgresStore::open(&schema.url, &schema.name).unwrap();
+    store.set_cache_size(cache);
+    Some((store, schema))
+}
+
+cqrs_node::store_suite!(postgres_store, || postgres_with_cache(100_000));
+cqrs_node::store_suite!(postgres_store_small_cache, || postgres_with_cache(2));
+cqrs_node::store_suite!(postgres_store_no_cache, || postgres_with_cache(0));
 
 // ---------------------------------------------------------------------------------------------
 // SQLite only: durability across reopen, and the exclusive lock.

@@ -243,6 +243,8 @@ impl Running {
         let snapshot_every = rng.pick(&[0, 2, 5, 100]).to_string();
         let cache_size = rng.pick(&[0, 3, 100_000]).to_string();
         let mut cmd = Command::new(cqrs);
+        // SQLite in the data directory, whatever the environment says.
+        cmd.env_remove("CQRS_POSTGRES_URL");
         cmd.args(["--data-dir", dir.to_str().ok_or("data dir is not UTF-8")?])
             .args(["--node-id", NODE, "--max-batch", &max_batch])
             .args([
@@ -336,6 +338,7 @@ fn verify_node(
 
 fn run_check(cqrs: &Path, dir: &Path) -> Result<(), Fail> {
     let out = Command::new(cqrs)
+        .env_remove("CQRS_POSTGRES_URL")
         .args([
             "check",
             "--data-dir",

@@ -38,6 +38,8 @@ pub const BUFFER: usize = 4096;
 pub const POLL: Duration = Duration::from_secs(1);
 /// A comment line is sent after this long without an event.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// A client that got nothing broadcast for this long reads the store itself.
+pub const RECHECK: Duration = Duration::from_secs(2);
 /// Events per page read from the store.
 pub const PAGE: u64 = 1000;
 
@@ -266,6 +268,8 @@ struct Client {
 impl Client {
     /// The next bytes to send; `None` ends the stream (the server is stopping).
     async fn next(&mut self) -> Option<Bytes> {
+        // Time spent waiting in this call with nothing to send.
+        let mut quiet = Duration::ZERO;
         loop {
             if *self.stopping.borrow() {
                 return None;
@@ -286,10 +290,24 @@ impl Client {
             }
             let got = tokio::select! {
                 _ = self.stopping.changed() => return None,
-                got = tokio::time::timeout(KEEP_ALIVE, self.rx.recv()) => got,
+                got = tokio::time::timeout(RECHECK, self.rx.recv()) => got,
             };
             match got {
-                Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+                // Nothing broadcast for a while: look at the store itself. On a shared store
+                // the feed task starts following at the head it sees when the first client
+                // comes, so events another node appended in between are never broadcast; this
+                // client would wait for the next append to see the gap.
+                Err(_) => {
+                    quiet += RECHECK;
+                    let (messages, _) =
+                        page(&self.app.feed.bridge, self.position, &self.app.registry).await?;
+                    if !messages.is_empty() {
+                        self.catching_up = messages.len() as u64 == PAGE;
+                        self.pending.extend(messages);
+                    } else if quiet >= KEEP_ALIVE {
+                        return Some(Bytes::from_static(b": keep-alive\n\n"));
+                    }
+                }
                 Ok(Ok(m)) if m.position <= self.position => {}
                 Ok(Ok(m)) if m.position == self.position + 1 => {
                     self.position = m.position;

@@ -10,9 +10,10 @@
 //!   without committing rolls back every write made through it.
 //! * [`EventStore`]: opens transactions.
 //!
-//! Two implementations run the same test suite ([`testing`], run by `tests/store_suite.rs`):
-//! [`MemoryStore`] (no file at all) and [`SqliteStore`] (WAL, `synchronous=FULL`: durable on
-//! disk once `commit` returns).
+//! Three implementations run the same test suite ([`testing`], run by `tests/store_suite.rs`):
+//! [`MemoryStore`] (no file at all), [`SqliteStore`] (WAL, `synchronous=FULL`: durable on
+//! disk once `commit` returns) and [`PostgresStore`] (a PostgreSQL database that many nodes
+//! share; durable once PostgreSQL's `COMMIT` returned).
 //!
 //! **Positions.** Every appended event gets a global position: 1 for the store's first event,
 //! then one more per event, in commit order, never reused. A position is assigned only inside
@@ -23,8 +24,9 @@
 //! below a position that is already visible. [`MemoryStore`] assigns `head + 1` in its one
 //! transaction; [`SqliteStore`] does the same under SQLite's exclusive write lock (and the file
 //! is locked to one process). A store shared by several writers must give the same guarantee
-//! by its own means (for PostgreSQL: positions taken from a single head row updated as the
-//! transaction's last write, so commits take their positions in commit order).
+//! by its own means ([`PostgresStore`]: every writing transaction locks the single head row
+//! first and assigns positions under that lock, so transactions of all nodes take positions
+//! one after the other, in commit order).
 //!
 //! **Conflicts do not poison a transaction.** [`StoreWrite::append`] checks the expected
 //! version before it writes anything; on [`StoreError::Conflict`] nothing was written and the
@@ -144,6 +146,7 @@ impl<T: EventStore> EventStore for &mut T {
 
 mod faulty;
 mod memory;
+mod postgres;
 pub mod seal;
 mod sqlite;
 pub mod testing;
@@ -151,6 +154,7 @@ pub mod upcast;
 
 pub use faulty::{Faults, FaultyStore, FaultyTx, Op, Plan};
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use seal::{Personal, Sealed};
 pub use sqlite::SqliteStore;
 pub use upcast::{Upcasted, Upcaster, Upcasters};

@@ -11,8 +11,12 @@
 //!   store must hold. It shares no code with the node (`domain`, `engine`, `projection`), so that
 //!   agreeing with it means something.
 //!
+//! * [`postgres`]: the PostgreSQL server the tests use (`CQRS_POSTGRES_URL`), a schema per
+//!   test, and what a test does when there is none (skipped; failed under `CI=true`).
+//!
 //! Both report problems as `Result`s: the benchmark and the crash loop report them and exit 1;
 //! the tests unwrap them.
 
 pub mod model;
+pub mod postgres;
 pub mod process;

@@ -104,6 +104,7 @@ pub fn cqrs() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_remove("CQRS_DATA_DIR")
         .env_remove("CQRS_NODE_ID")
+        .env_remove("CQRS_POSTGRES_URL")
         .env("CQRS_LOG", "info");
     cmd
 }

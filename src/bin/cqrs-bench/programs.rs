@@ -65,6 +65,8 @@ pub fn command(bin: &Path, args: &[String]) -> Command {
     let mut c = Command::new(bin);
     c.args(args);
     c.env("CQRS_LOG", "warn");
+    // The runs choose their store by their flags, not by the caller's environment.
+    c.env_remove("CQRS_POSTGRES_URL");
     process::fork_exec(&mut c);
     if GIVE_HUGE_PAGES_BACK.load(Ordering::Relaxed) {
         // SAFETY: the hook makes one system call, which is async-signal-safe.
