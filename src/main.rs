@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use cqrs_node::http;
 use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
@@ -102,8 +103,9 @@ struct StoreArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Keep everything in memory; write no file at all.
-    #[arg(long, conflicts_with = "postgres")]
+    /// Keep everything in memory; write no file at all. (On the command line it wins over a
+    /// CQRS_POSTGRES_URL in the environment, as --data-dir does.)
+    #[arg(long)]
     in_memory: bool,
     /// How long each commandId is remembered: a number and a unit, s, m, h or d (e.g. 30d;
     /// default: for ever). Older ids are forgotten when the node starts; a retry after that
@@ -158,7 +160,10 @@ fn main() -> ExitCode {
     ) {
         tracing::warn!("cannot handle SIGXFSZ: {e}");
     }
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let registry = Arc::new(cqrs_node::registry());
     let result = match cli.command {
         None => serve(&cli.store, cli.run, registry),
@@ -192,6 +197,58 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The command line, with the store chosen by what was said where: a store named on the
+/// command line (`--in-memory`, `--data-dir`, `--postgres`) wins over one named in the
+/// environment (`CQRS_POSTGRES_URL`, `CQRS_DATA_DIR`), so that a shell that exports
+/// CQRS_POSTGRES_URL can still run `cqrs --in-memory`; two stores named on the command line
+/// are an error.
+fn parse_cli() -> Result<Cli, clap::Error> {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let from_command_line = |id: &str| {
+        matches_chain(&matches).any(|m| {
+            m.ids().any(|i| i.as_str() == id)
+                && m.value_source(id) == Some(ValueSource::CommandLine)
+        })
+    };
+    let in_memory = from_command_line("in_memory")
+        || from_command_line("import_in_memory")
+        || cli.run.in_memory;
+    let data_dir = from_command_line("data_dir");
+    if cli.store.postgres.is_some() {
+        if from_command_line("postgres") {
+            let other = if in_memory {
+                Some("--in-memory")
+            } else if data_dir {
+                Some("--data-dir")
+            } else {
+                None
+            };
+            if let Some(other) = other {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("--postgres cannot be used with {other}: name one store"),
+                ));
+            }
+        } else if in_memory || data_dir {
+            let chosen = if in_memory {
+                "--in-memory"
+            } else {
+                "--data-dir"
+            };
+            tracing::info!("CQRS_POSTGRES_URL in the environment is ignored: {chosen} was given");
+            cli.store.postgres = None;
+        }
+    }
+    Ok(cli)
+}
+
+/// The matches of the command line and of its subcommand, if any (global options may be on
+/// either side of the subcommand's name).
+fn matches_chain(matches: &ArgMatches) -> impl Iterator<Item = &ArgMatches> {
+    std::iter::successors(Some(matches), |m| m.subcommand().map(|(_, sub)| sub))
 }
 
 /// `30d`, `12h`, `15m`, `90s`.
