@@ -356,15 +356,15 @@ fn check_one<S: EventStore>(
     store: S,
     registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, StoreError> {
-    let store = registry.view(store);
+    let mut store = registry.view(store);
     let projections = registry.projections();
-    for projection in projection::unbuilt(&store, &projections)? {
+    let projection::Checked { unbuilt, problems } = projection::check(&mut store, &projections)?;
+    for projection in unbuilt {
         println!(
             "{name}: projection {projection}: not built yet (new since this store was written); \
-             a node builds it from the log when it opens the store"
+             checked as built from the log (a node builds it when it opens the store)"
         );
     }
-    let problems = projection::verify(&store, &projections)?;
     for p in &problems {
         println!("{name}: {p}");
     }
