@@ -135,7 +135,12 @@ fn a_store_made_without_a_master_key_is_wrapped_when_first_given_one() {
     let before = key_documents(dir.path());
     assert_eq!(before.len(), 2);
     // A key in clear: its format (`aes-256-gcm:`) and the base64 of 32 bytes.
-    assert_eq!(before[0].1.len(), 12 + 44, "a key in clear: {:?}", before[0]);
+    assert_eq!(
+        before[0].1.len(),
+        12 + 44,
+        "a key in clear: {:?}",
+        before[0]
+    );
     assert!(before[0].1.starts_with("aes-256-gcm:"), "{:?}", before[0]);
 
     let mut node = Node::spawn(&mut with_key(dir.path(), Some(&master)));
