@@ -26,7 +26,7 @@ pub fn encode_into(bytes: &[u8], out: &mut String) {
 
 /// The bytes of the base64 text `text`, or `None` if it is not canonical padded base64.
 pub fn decode(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
