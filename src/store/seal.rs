@@ -320,7 +320,7 @@ fn xnonce() -> XNonce {
     nonce
 }
 
-/// Nonces drawn from the operating system per call for AES-256-GCM.
+/// AES-256-GCM nonces drawn from the operating system in one call.
 const POOL: usize = 256;
 
 /// A fresh AES-256-GCM nonce: 12 bytes from the operating system (drawn for 256 nonces at a
