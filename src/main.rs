@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use cqrs_node::http;
 use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
 use cqrs_node::store::{
-    sqlite_file, EventStore, MemoryStore, PostgresStore, Sealed, SqliteStore, StoreError,
+    master, sqlite_file, EventStore, MasterKey, MemoryStore, PostgresStore, Sealed, SqliteStore,
+    StoreError,
 };
 
 const ABOUT: &str = "A CQRS + event-sourcing node: JSON lines on stdin, replies on stdout, \
@@ -98,12 +100,18 @@ struct StoreArgs {
     /// The PostgreSQL schema that holds the store's tables (several stores in one database).
     #[arg(long, value_name = "NAME", default_value = "cqrs", global = true)]
     postgres_schema: String,
+    /// The operator's master key: a file of 64 hexadecimal digits (e.g. `openssl rand -hex 32`).
+    /// Every user key in the store is then kept wrapped by it (docs/forgetting.md); a store
+    /// once opened with it is refused without it.
+    #[arg(long, env = "CQRS_MASTER_KEY_FILE", value_name = "FILE", global = true)]
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Keep everything in memory; write no file at all.
-    #[arg(long, conflicts_with = "postgres")]
+    /// Keep everything in memory; write no file at all. (On the command line it wins over a
+    /// CQRS_POSTGRES_URL in the environment, as --data-dir does.)
+    #[arg(long)]
     in_memory: bool,
     /// How long each commandId is remembered: a number and a unit, s, m, h or d (e.g. 30d;
     /// default: for ever). Older ids are forgotten when the node starts; a retry after that
@@ -158,8 +166,21 @@ fn main() -> ExitCode {
     ) {
         tracing::warn!("cannot handle SIGXFSZ: {e}");
     }
-    let cli = Cli::parse();
-    let registry = Arc::new(cqrs_node::registry());
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let mut registry = cqrs_node::registry();
+    if let Some(file) = &cli.store.master_key_file {
+        match MasterKey::from_file(file) {
+            Ok(master) => registry.set_master_key(master),
+            Err(e) => {
+                eprintln!("cqrs: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let registry = Arc::new(registry);
     let result = match cli.command {
         None => serve(&cli.store, cli.run, registry),
         Some(Command::Rebuild) => each_store(&cli.store, "rebuild", |name, store| match store {
@@ -192,6 +213,58 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The command line, with the store chosen by what was said where: a store named on the
+/// command line (`--in-memory`, `--data-dir`, `--postgres`) wins over one named in the
+/// environment (`CQRS_POSTGRES_URL`, `CQRS_DATA_DIR`), so that a shell that exports
+/// CQRS_POSTGRES_URL can still run `cqrs --in-memory`; two stores named on the command line
+/// are an error.
+fn parse_cli() -> Result<Cli, clap::Error> {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let from_command_line = |id: &str| {
+        matches_chain(&matches).any(|m| {
+            m.ids().any(|i| i.as_str() == id)
+                && m.value_source(id) == Some(ValueSource::CommandLine)
+        })
+    };
+    let in_memory = from_command_line("in_memory")
+        || from_command_line("import_in_memory")
+        || cli.run.in_memory;
+    let data_dir = from_command_line("data_dir");
+    if cli.store.postgres.is_some() {
+        if from_command_line("postgres") {
+            let other = if in_memory {
+                Some("--in-memory")
+            } else if data_dir {
+                Some("--data-dir")
+            } else {
+                None
+            };
+            if let Some(other) = other {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("--postgres cannot be used with {other}: name one store"),
+                ));
+            }
+        } else if in_memory || data_dir {
+            let chosen = if in_memory {
+                "--in-memory"
+            } else {
+                "--data-dir"
+            };
+            tracing::info!("CQRS_POSTGRES_URL in the environment is ignored: {chosen} was given");
+            cli.store.postgres = None;
+        }
+    }
+    Ok(cli)
+}
+
+/// The matches of the command line and of its subcommand, if any (global options may be on
+/// either side of the subcommand's name).
+fn matches_chain(matches: &ArgMatches) -> impl Iterator<Item = &ArgMatches> {
+    std::iter::successors(Some(matches), |m| m.subcommand().map(|(_, sub)| sub))
 }
 
 /// `30d`, `12h`, `15m`, `90s`.
@@ -288,6 +361,7 @@ fn rebuild_one<S: EventStore>(
     registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, StoreError> {
     let mut store = registry.view(store);
+    master::open(&mut store, registry.master_key())?;
     let applied = projection::rebuild(&mut store, &registry.projections())?;
     println!("{name}: rebuilt from {applied} events");
     Ok(true)
@@ -299,15 +373,16 @@ fn check_one<S: EventStore>(
     store: S,
     registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, StoreError> {
-    let store = registry.view(store);
+    let mut store = registry.view(store);
+    master::verify(&store, registry.master_key())?;
     let projections = registry.projections();
-    for projection in projection::unbuilt(&store, &projections)? {
+    let projection::Checked { unbuilt, problems } = projection::check(&mut store, &projections)?;
+    for projection in unbuilt {
         println!(
             "{name}: projection {projection}: not built yet (new since this store was written); \
-             a node builds it from the log when it opens the store"
+             checked as built from the log (a node builds it when it opens the store)"
         );
     }
-    let problems = projection::verify(&store, &projections)?;
     for p in &problems {
         println!("{name}: {p}");
     }
@@ -522,6 +597,7 @@ fn export_store<S: EventStore>(
     // Read as stored, not upcast: the export keeps every event's schema and data; but opened
     // (docs/export.md): personal data in clear, a forgotten user's as null, no key exported.
     let mut store = Sealed::new(store, registry.personal());
+    master::verify(&store, registry.master_key())?;
     let failed = |e: cqrs_node::export::Error| format!("export: {e}");
     let counts = match out {
         Some(file) => {
@@ -577,6 +653,7 @@ fn import(
             let mut store = registry.view(store);
             let counts =
                 cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
+            master::open(&mut store, registry.master_key())?;
             let shown = format!("PostgreSQL schema {}", args.postgres_schema);
             println!(
                 "{shown}: imported {} events and {} command ids",
@@ -592,6 +669,7 @@ fn import(
         store.set_cache_size(args.cache_size);
         let mut store = registry.view(store);
         let counts = cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
+        master::open(&mut store, registry.master_key())?;
         (path.display().to_string(), counts)
     };
     println!(

@@ -120,3 +120,70 @@ fn a_data_directory_that_is_a_file_is_refused_with_that_reason() {
     assert!(!end.stderr.contains("File exists"), "{}", end.stderr);
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
+
+/// A store named on the command line wins over `CQRS_POSTGRES_URL` in the environment (a
+/// shell that exports it for one node can still run `cqrs --in-memory` or `--data-dir`); two
+/// stores named on the command line are refused. The URL names no server: a node that tried
+/// it would fail to start.
+#[test]
+fn a_store_on_the_command_line_wins_over_postgres_in_the_environment() {
+    let unreachable = "host=/nonexistent/socket/dir dbname=nothing connect_timeout=1";
+
+    let mut cmd = cqrs();
+    cmd.env("CQRS_POSTGRES_URL", unreachable).arg("--in-memory");
+    let mut node = Node::spawn(&mut cmd);
+    assert!(is_success(&node.call(&create(1, "u1", "A"))));
+    let end = node.finish();
+    end.assert_clean();
+    assert!(
+        end.stderr
+            .contains("CQRS_POSTGRES_URL in the environment is ignored: --in-memory was given"),
+        "{}",
+        end.stderr
+    );
+
+    let dir = tempdir();
+    let mut cmd = n1_on(dir.path());
+    cmd.env("CQRS_POSTGRES_URL", unreachable);
+    let mut node = Node::spawn(&mut cmd);
+    assert!(is_success(&node.call(&create(1, "u1", "A"))));
+    node.finish().assert_clean();
+    assert!(dir.path().join("n1.db").exists());
+    // A subcommand's --data-dir too, after its name.
+    let check = run_cli(
+        cqrs()
+            .env("CQRS_POSTGRES_URL", unreachable)
+            .arg("check")
+            .arg("--data-dir")
+            .arg(dir.path()),
+    );
+    check.assert_success();
+
+    // Only in the environment, the URL is the store: the node tries it and cannot start.
+    let env_dir = tempdir();
+    let env_only = run_cli(
+        cqrs()
+            .env("CQRS_POSTGRES_URL", unreachable)
+            .env("CQRS_DATA_DIR", env_dir.path())
+            .arg("check"),
+    );
+    assert_eq!(env_only.status.code(), Some(2), "{env_only:?}");
+    assert!(
+        env_only.stderr.contains("PostgreSQL"),
+        "{}",
+        env_only.stderr
+    );
+
+    for other in [&["--in-memory"][..], &["--data-dir", "/tmp"][..]] {
+        let both = run_cli(cqrs().args(["--postgres", unreachable]).args(other));
+        assert_eq!(both.status.code(), Some(2), "{both:?}");
+        assert!(
+            both.stderr.contains(&format!(
+                "--postgres cannot be used with {}: name one store",
+                other[0]
+            )),
+            "{}",
+            both.stderr
+        );
+    }
+}

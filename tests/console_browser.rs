@@ -42,9 +42,8 @@ fn the_console_works_in_a_real_browser() {
         .arg(env!("CARGO_BIN_EXE_cqrs"))
         .arg(&screenshot)
         .env("CHROMIUM", &chromium)
-        // The console's node runs in memory: a PostgreSQL URL in the environment (.ci/run
-        // exports one for the PostgreSQL tests) would be taken as --postgres, which conflicts.
-        .env_remove("CQRS_POSTGRES_URL")
+        // The console's node runs with --in-memory, which wins over the CQRS_POSTGRES_URL
+        // that .ci/run exports for the PostgreSQL tests: the environment is left as it is.
         .env("CQRS_LOG", "warn")
         .output()
         .unwrap();

@@ -1,7 +1,9 @@
-//! Stored data stays readable for ever: the frozen fixture of tests/fixtures/v1 (a SQLite store
-//! made by cqrs 0.1.0, its export, a fixed list of requests and the replies that version gave;
-//! generate.sh says how they were made) must be opened, and answered identically, byte for
-//! byte, by every later version:
+//! Stored data stays readable for ever: the frozen fixtures of tests/fixtures/v1 and v2 (each a
+//! SQLite store made by a version of cqrs, its export, a fixed list of requests and the replies
+//! that version gave; their generate.sh says how they were made) must be opened, and answered
+//! identically, byte for byte, by every later version. v1 predates sealing (personal data in
+//! clear); v2 was made by the first version that seals it (XChaCha20-Poly1305, a forgotten user
+//! among its users). Each of them is checked as:
 //!
 //! * a copy of `store.db` (migrated in place by the current code if its SQLite schema is older);
 //! * a fresh store filled by `cqrs import` from `export.jsonl`.
@@ -17,10 +19,78 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/v1")
-        .join(name)
+/// A frozen fixture: its directory under tests/fixtures, what its export holds, and the
+/// SHA-256 of each of its files as they were made.
+struct Fixture {
+    version: &'static str,
+    events: u64,
+    command_ids: u64,
+    files: [(&'static str, &'static str); 5],
+}
+
+const V1: Fixture = Fixture {
+    version: "v1",
+    events: 121,
+    command_ids: 6,
+    files: [
+        (
+            "commands.jsonl",
+            "b8be2ab634e9bb64b21e7cc61ce154c3f38e2fd065a38540093f1f4936764dc8",
+        ),
+        (
+            "export.jsonl",
+            "68336e51ac3a5a7751401e68976dc91daafb8f70de771a6fb4513d631c8ac3cc",
+        ),
+        (
+            "queries.jsonl",
+            "7fd6c747e223c638cea6683e9c6249166b5c15bd043c32899188cdbc12d4e49a",
+        ),
+        (
+            "replies.jsonl",
+            "8344374d629d813fe9fa3bbc724d85027bbe675d6ed87e438436ece0754fe9f8",
+        ),
+        (
+            "store.db",
+            "f076b42be67e5ca13b030f4a85e94f81e117925924b30a86b902264385ffe925",
+        ),
+    ],
+};
+
+const V2: Fixture = Fixture {
+    version: "v2",
+    events: 127,
+    command_ids: 8,
+    files: [
+        (
+            "commands.jsonl",
+            "b80783a95f391ee8ad386368e89b31a4d07dd653acd771a1b242dfe340d0edec",
+        ),
+        (
+            "export.jsonl",
+            "8c7d60b779680ed0fd67464c99002050c220764b4b237233a92c77e2d4accacb",
+        ),
+        (
+            "queries.jsonl",
+            "8c36809d7350d79995c612de21c89a29a555c78fa0ca8a561953ed7782b324e3",
+        ),
+        (
+            "replies.jsonl",
+            "1744b499fe5714f66dd18d8d632f3b91dc1b3264bd0cb3f09a879d9ff0449412",
+        ),
+        (
+            "store.db",
+            "eacb2a4a63a2ec9f7859f69caf1e8c0180e43676268d2516ee52bd31d92d443d",
+        ),
+    ],
+};
+
+impl Fixture {
+    fn path(&self, name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(self.version)
+            .join(name)
+    }
 }
 
 /// The node's stdout for `input`, on the store of `n1` in `dir`.
@@ -45,9 +115,9 @@ fn run(cmd: &mut Command, input: &[u8]) -> String {
 }
 
 /// Every reply equals the frozen one, line by line (the first difference shown).
-fn assert_replies(dir: &Path) {
-    let queries = std::fs::read(fixture("queries.jsonl")).unwrap();
-    let want = std::fs::read_to_string(fixture("replies.jsonl")).unwrap();
+fn assert_replies(f: &Fixture, dir: &Path) {
+    let queries = std::fs::read(f.path("queries.jsonl")).unwrap();
+    let want = std::fs::read_to_string(f.path("replies.jsonl")).unwrap();
     let got = run(&mut n1_on(dir), &queries);
     let requests: Vec<String> = String::from_utf8(queries)
         .unwrap()
@@ -65,78 +135,121 @@ fn assert_replies(dir: &Path) {
     assert_eq!(got, want);
 }
 
-/// The fixture is frozen: its files are those cqrs 0.1.0 made (SHA-256). Opening `store.db` in
+/// A fixture is frozen: its files are those its version made (SHA-256). Opening `store.db` in
 /// place (with `sqlite3`, say) may change it: the tests copy it first, and so should anyone.
-#[test]
-fn the_fixture_files_are_as_they_were_made() {
+fn assert_frozen(f: &Fixture) {
     use sha2::{Digest, Sha256};
-    let frozen = [
-        (
-            "commands.jsonl",
-            "b8be2ab634e9bb64b21e7cc61ce154c3f38e2fd065a38540093f1f4936764dc8",
-        ),
-        (
-            "export.jsonl",
-            "68336e51ac3a5a7751401e68976dc91daafb8f70de771a6fb4513d631c8ac3cc",
-        ),
-        (
-            "queries.jsonl",
-            "7fd6c747e223c638cea6683e9c6249166b5c15bd043c32899188cdbc12d4e49a",
-        ),
-        (
-            "replies.jsonl",
-            "8344374d629d813fe9fa3bbc724d85027bbe675d6ed87e438436ece0754fe9f8",
-        ),
-        (
-            "store.db",
-            "f076b42be67e5ca13b030f4a85e94f81e117925924b30a86b902264385ffe925",
-        ),
-    ];
-    for (name, want) in frozen {
-        let digest = Sha256::digest(std::fs::read(fixture(name)).unwrap());
+    for (name, want) in f.files {
+        let digest = Sha256::digest(std::fs::read(f.path(name)).unwrap());
         let got: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(got, want, "tests/fixtures/v1/{name} changed: v1 is frozen");
+        assert_eq!(
+            got, want,
+            "tests/fixtures/{}/{name} changed: it is frozen",
+            f.version
+        );
     }
     // Only the store file: a WAL beside it would be read with it.
     for leftover in ["store.db-wal", "store.db-shm"] {
-        assert!(!fixture(leftover).exists(), "tests/fixtures/v1/{leftover}");
+        assert!(
+            !f.path(leftover).exists(),
+            "tests/fixtures/{}/{leftover}",
+            f.version
+        );
     }
 }
 
-#[test]
-fn the_frozen_store_answers_every_query_as_it_did() {
+fn assert_store_answers(f: &Fixture) {
     let dir = tempdir();
-    std::fs::copy(fixture("store.db"), dir.path().join("n1.db")).unwrap();
+    std::fs::copy(f.path("store.db"), dir.path().join("n1.db")).unwrap();
     assert_check(dir.path());
-    assert_replies(dir.path());
+    assert_replies(f, dir.path());
     assert_check(dir.path());
 }
 
-#[test]
-fn the_frozen_export_imports_and_answers_every_query_as_it_did() {
+fn assert_export_answers(f: &Fixture) {
     let dir = tempdir();
-    let export = std::fs::read(fixture("export.jsonl")).unwrap();
+    let export = std::fs::read(f.path("export.jsonl")).unwrap();
     let out = run(n1_on(dir.path()).arg("import"), &export);
-    assert!(
-        out.contains(": imported 121 events and 6 command ids"),
-        "{out}"
+    let imported = format!(
+        ": imported {} events and {} command ids",
+        f.events, f.command_ids
     );
+    assert!(out.contains(&imported), "{out}");
     assert_check(dir.path());
-    assert_replies(dir.path());
+    assert_replies(f, dir.path());
 }
 
 /// The frozen store, exported by the current code: the same events and command ids as the
 /// frozen export (the header names the version that wrote it, so it is compared apart). A
-/// later version that writes a new export format compares its reading of v1 here instead.
-#[test]
-fn the_frozen_store_exports_as_the_frozen_export() {
+/// later version that writes a new export format compares its reading of the fixture here
+/// instead.
+fn assert_exports_as_frozen(f: &Fixture) {
     let dir = tempdir();
-    std::fs::copy(fixture("store.db"), dir.path().join("n1.db")).unwrap();
+    std::fs::copy(f.path("store.db"), dir.path().join("n1.db")).unwrap();
     let now = run(n1_on(dir.path()).arg("export"), b"");
-    let then = std::fs::read_to_string(fixture("export.jsonl")).unwrap();
+    let then = std::fs::read_to_string(f.path("export.jsonl")).unwrap();
     let (now_header, now_rest) = now.split_once('\n').unwrap();
     let (then_header, then_rest) = then.split_once('\n').unwrap();
     assert_eq!(now_rest, then_rest);
-    assert!(then_header.ends_with(r#","head":121}"#), "{then_header}");
-    assert!(now_header.ends_with(r#","head":121}"#), "{now_header}");
+    let head = format!(r#","head":{}}}"#, f.events);
+    assert!(then_header.ends_with(&head), "{then_header}");
+    assert!(now_header.ends_with(&head), "{now_header}");
+}
+
+#[test]
+fn the_v1_files_are_as_they_were_made() {
+    assert_frozen(&V1);
+}
+
+#[test]
+fn the_v1_store_answers_every_query_as_it_did() {
+    assert_store_answers(&V1);
+}
+
+#[test]
+fn the_v1_export_imports_and_answers_every_query_as_it_did() {
+    assert_export_answers(&V1);
+}
+
+#[test]
+fn the_v1_store_exports_as_the_v1_export() {
+    assert_exports_as_frozen(&V1);
+}
+
+#[test]
+fn the_v2_files_are_as_they_were_made() {
+    assert_frozen(&V2);
+}
+
+#[test]
+fn the_v2_store_answers_every_query_as_it_did() {
+    assert_store_answers(&V2);
+}
+
+#[test]
+fn the_v2_export_imports_and_answers_every_query_as_it_did() {
+    assert_export_answers(&V2);
+}
+
+#[test]
+fn the_v2_store_exports_as_the_v2_export() {
+    assert_exports_as_frozen(&V2);
+}
+
+/// v2's forgotten user (user-7) left nothing readable in its store or export: the frozen
+/// files hold the proof that a forget made by that version stays done.
+#[test]
+fn the_v2_forgotten_user_is_nowhere_in_its_files() {
+    for name in ["store.db", "export.jsonl"] {
+        let bytes = std::fs::read(V2.path(name)).unwrap();
+        for trace in ["Greta", "Forgettable", "forget.example", "Trondheim"] {
+            assert!(
+                !bytes.windows(trace.len()).any(|w| w == trace.as_bytes()),
+                "{trace} in tests/fixtures/v2/{name}"
+            );
+        }
+    }
+    // The kept user's data is there, as the control that the scan can find a name.
+    let export = std::fs::read(V2.path("export.jsonl")).unwrap();
+    assert!(export.windows(10).any(|w| w == b"Hal Keeper"));
 }

@@ -148,17 +148,24 @@ fn catch_up_in<T: StoreWrite>(
 ) -> Result<u64, StoreError> {
     let mut applied = 0;
     for p in projections {
-        let mut at = tx.checkpoint(p.name())?;
-        loop {
-            let events = tx.read_all(at, CHUNK)?;
-            let Some(last) = events.last() else { break };
-            at = last.position;
-            for e in &events {
-                p.apply(tx, e)?;
-            }
-            applied += events.len() as u64;
-            tx.set_checkpoint(p.name(), at)?;
+        applied += catch_up_one(p.as_ref(), tx)?;
+    }
+    Ok(applied)
+}
+
+/// Brings one projection from its checkpoint up to the head of the log, inside `tx`.
+fn catch_up_one<T: StoreWrite>(p: &dyn Projection, tx: &mut T) -> Result<u64, StoreError> {
+    let mut applied = 0;
+    let mut at = tx.checkpoint(p.name())?;
+    loop {
+        let events = tx.read_all(at, CHUNK)?;
+        let Some(last) = events.last() else { break };
+        at = last.position;
+        for e in &events {
+            p.apply(tx, e)?;
         }
+        applied += events.len() as u64;
+        tx.set_checkpoint(p.name(), at)?;
     }
     Ok(applied)
 }
@@ -213,8 +220,9 @@ pub fn rebuild_in<T: StoreWrite>(
 
 /// The projections this store has never built: checkpoint 0 and not a document, while the log
 /// has events. A store written by an older version lacks the projections added since; a node
-/// builds them from the log when it opens the store ([`catch_up`]), so [`verify`] passes over
-/// them (there is nothing to compare yet) and `cqrs check` says so.
+/// builds them from the log when it opens the store ([`catch_up`]). [`verify`] passes over
+/// them (there is nothing to compare yet); [`check`] builds them in a transaction it rolls
+/// back, and compares.
 pub fn unbuilt<'p>(
     store: &impl StoreRead,
     projections: &'p [Box<dyn Projection>],
@@ -236,6 +244,42 @@ pub fn unbuilt<'p>(
         }
     }
     Ok(names)
+}
+
+/// What `cqrs check` found: the projections the store had never built, and every difference
+/// ([`verify`]), empty when all is well.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub unbuilt: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+/// [`verify`], with the projections the store has never built ([`unbuilt`]) first built from
+/// the log in a transaction that is then rolled back: they are checked as a node would build
+/// them when it opens the store, and the store is left as it was. (On a shared store that
+/// transaction writes checkpoints: it happens only before any node of this version opened
+/// the store, since a node builds what is missing when it opens it.)
+pub fn check<S: EventStore>(
+    store: &mut S,
+    projections: &[Box<dyn Projection>],
+) -> Result<Checked, StoreError> {
+    let unbuilt: Vec<String> = unbuilt(store, projections)?
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    if unbuilt.is_empty() {
+        let problems = verify(store, projections)?;
+        return Ok(Checked { unbuilt, problems });
+    }
+    let mut tx = store.begin()?;
+    for p in projections {
+        if unbuilt.iter().any(|name| name == p.name()) {
+            catch_up_one(p.as_ref(), &mut tx)?;
+        }
+    }
+    let problems = verify(&tx, projections)?;
+    drop(tx); // rolled back: the store is as it was
+    Ok(Checked { unbuilt, problems })
 }
 
 /// Differences between what a store holds and what a full replay of its log gives: the
@@ -324,4 +368,92 @@ pub fn verify(
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::testing::{ev, stream};
+    use crate::store::{ExpectedVersion, MemoryStore};
+
+    /// Counts its applies into a document; `drift` makes each apply write a fresh number, so
+    /// that building it twice (in the store, and in a replay) never agrees.
+    struct Counting {
+        applies: Arc<AtomicU64>,
+        drift: bool,
+    }
+
+    impl Projection for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn collections(&self) -> &'static [&'static str] {
+            &["counted"]
+        }
+        fn apply(&self, docs: &mut dyn Documents, e: &RecordedEvent) -> Result<(), StoreError> {
+            let n = self.applies.fetch_add(1, Ordering::Relaxed);
+            let value = if self.drift { n } else { e.version };
+            docs.put("counted", &e.stream.id, Some(&value.to_string()))
+        }
+    }
+
+    /// A store whose log has events and whose projection `counting` was never built.
+    fn unbuilt_store() -> MemoryStore {
+        let mut store = MemoryStore::new();
+        let mut tx = store.begin().unwrap();
+        for id in ["a", "b"] {
+            let events = vec![ev("Happened", 1, 1), ev("Happened", 2, 2)];
+            tx.append(&stream(id), ExpectedVersion::Exact(0), events)
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        store
+    }
+
+    /// The projection, and its count of applies.
+    fn counting(drift: bool) -> (Vec<Box<dyn Projection>>, Arc<AtomicU64>) {
+        let applies = Arc::new(AtomicU64::new(0));
+        let p = Counting {
+            applies: applies.clone(),
+            drift,
+        };
+        (vec![Box::new(p)], applies)
+    }
+
+    #[test]
+    fn check_builds_an_unbuilt_projection_and_leaves_the_store_as_it_was() {
+        let mut store = unbuilt_store();
+        let (projections, applies) = counting(false);
+        let checked = check(&mut store, &projections).unwrap();
+        assert_eq!(checked.unbuilt, ["counting"]);
+        assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+        // Built in the store's transaction (4 events) and in the replay (4 more).
+        assert_eq!(applies.load(Ordering::Relaxed), 8);
+        let p = &projections[0];
+        assert_eq!(store.checkpoint(p.name()).unwrap(), 0, "rolled back");
+        assert!(store.documents("counted", None, 10).unwrap().is_empty());
+        // A second check finds it unbuilt still.
+        assert_eq!(
+            check(&mut store, &projections).unwrap().unbuilt,
+            ["counting"]
+        );
+    }
+
+    #[test]
+    fn check_compares_an_unbuilt_projection_once_built_with_a_replay() {
+        let mut store = unbuilt_store();
+        let checked = check(&mut store, &counting(true).0).unwrap();
+        assert_eq!(checked.unbuilt, ["counting"]);
+        assert_eq!(checked.problems.len(), 1, "{:?}", checked.problems);
+        assert!(
+            checked.problems[0].starts_with("projection counting: collection counted differs"),
+            "{:?}",
+            checked.problems
+        );
+        // verify alone passes over it (there is nothing built to compare).
+        assert!(verify(&store, &counting(true).0).unwrap().is_empty());
+    }
 }
