@@ -8,11 +8,11 @@ loopback, with wrk as the load generator:
      GET with 64 connections, the same wrk script as 2;
   2. GET /api/v1/users/{id}, 64 connections, ids drawn at random from the seeded users;
   3. durable POST /api/v1/commands (CreateUser of new users), 64 connections, then 256;
-  5. the writer alone: the same CreateUser streamed through `cqrs` on stdin, at most 32 and
-     1,024 per commit (what the HTTP figures can at best approach on the machine as it is);
   4. commit-to-SSE delivery with 100 live-feed subscribers, measured by two clients: sse_epoll.py
      (raw sockets under one epoll, ids found in the bytes: little work per message) and
      sse_latency.py (asyncio streams and json.loads: its own per-message cost shows).
+  5. the writer alone: the same CreateUser streamed through `cqrs` on stdin, at most 32 and
+     1,024 per commit (what the HTTP figures can at best approach on the machine as it is).
 
 The node is `cqrs --http 127.0.0.1:0` on a durable SQLite store in a temporary directory,
 seeded through stdin with USERS users (3 events each). Every run is checked: no socket error
