@@ -690,6 +690,18 @@ pub fn list_at(
             queue.push_back(block);
         }
     }
+    // Whether a creation time, as an index line writes it, is at or before `t`: compared as
+    // text when both are decimals of as many digits (no sign), so most lines are not parsed.
+    let mut digits = itoa::Buffer::new();
+    let t_text = digits.format(t.nanos());
+    let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let t_plain = plain(t_text);
+    let by = |created: &str| -> Option<bool> {
+        if t_plain && created.len() == t_text.len() && plain(created) {
+            return Some(created <= t_text);
+        }
+        time(created).map(|c| c <= t)
+    };
     let mut exhausted = false;
     loop {
         if queue.is_empty() {
@@ -722,9 +734,9 @@ pub fn list_at(
         // The users of the block created by `t` (and after `after`), each with its place in
         // the block; only their recent documents are read.
         let mut wanted: Vec<(usize, Cow<'_, str>)> = Vec::new();
-        for (i, user) in block.users(&key).enumerate() {
-            let (created, e) = user?;
-            if created > t {
+        for (i, line) in block.entries.split('\n').enumerate() {
+            let (created, e) = line.split_once(' ').ok_or_else(|| corrupt(INDEX, &key))?;
+            if !by(created).ok_or_else(|| corrupt(INDEX, &key))? {
                 continue;
             }
             let id = unescape(e).ok_or_else(|| corrupt(INDEX, &key))?;
