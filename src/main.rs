@@ -12,7 +12,8 @@ use cqrs_node::node::{Config, Node};
 use cqrs_node::projection;
 use cqrs_node::stdio::{self, Ended, Nodes, Options, ServeError};
 use cqrs_node::store::{
-    sqlite_file, EventStore, MemoryStore, PostgresStore, Sealed, SqliteStore, StoreError,
+    master, sqlite_file, EventStore, MasterKey, MemoryStore, PostgresStore, Sealed, SqliteStore,
+    StoreError,
 };
 
 const ABOUT: &str = "A CQRS + event-sourcing node: JSON lines on stdin, replies on stdout, \
@@ -99,6 +100,11 @@ struct StoreArgs {
     /// The PostgreSQL schema that holds the store's tables (several stores in one database).
     #[arg(long, value_name = "NAME", default_value = "cqrs", global = true)]
     postgres_schema: String,
+    /// The operator's master key: a file of 64 hexadecimal digits (e.g. `openssl rand -hex 32`).
+    /// Every user key in the store is then kept wrapped by it (docs/forgetting.md); a store
+    /// once opened with it is refused without it.
+    #[arg(long, env = "CQRS_MASTER_KEY_FILE", value_name = "FILE", global = true)]
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -164,7 +170,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let registry = Arc::new(cqrs_node::registry());
+    let mut registry = cqrs_node::registry();
+    if let Some(file) = &cli.store.master_key_file {
+        match MasterKey::from_file(file) {
+            Ok(master) => registry.set_master_key(master),
+            Err(e) => {
+                eprintln!("cqrs: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let registry = Arc::new(registry);
     let result = match cli.command {
         None => serve(&cli.store, cli.run, registry),
         Some(Command::Rebuild) => each_store(&cli.store, "rebuild", |name, store| match store {
@@ -345,6 +361,7 @@ fn rebuild_one<S: EventStore>(
     registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, StoreError> {
     let mut store = registry.view(store);
+    master::open(&mut store, registry.master_key())?;
     let applied = projection::rebuild(&mut store, &registry.projections())?;
     println!("{name}: rebuilt from {applied} events");
     Ok(true)
@@ -357,6 +374,7 @@ fn check_one<S: EventStore>(
     registry: &cqrs_node::plugin::Registry,
 ) -> Result<bool, StoreError> {
     let mut store = registry.view(store);
+    master::verify(&store, registry.master_key())?;
     let projections = registry.projections();
     let projection::Checked { unbuilt, problems } = projection::check(&mut store, &projections)?;
     for projection in unbuilt {
@@ -579,6 +597,7 @@ fn export_store<S: EventStore>(
     // Read as stored, not upcast: the export keeps every event's schema and data; but opened
     // (docs/export.md): personal data in clear, a forgotten user's as null, no key exported.
     let mut store = Sealed::new(store, registry.personal());
+    master::verify(&store, registry.master_key())?;
     let failed = |e: cqrs_node::export::Error| format!("export: {e}");
     let counts = match out {
         Some(file) => {
@@ -634,6 +653,7 @@ fn import(
             let mut store = registry.view(store);
             let counts =
                 cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
+            master::open(&mut store, registry.master_key())?;
             let shown = format!("PostgreSQL schema {}", args.postgres_schema);
             println!(
                 "{shown}: imported {} events and {} command ids",
@@ -649,6 +669,7 @@ fn import(
         store.set_cache_size(args.cache_size);
         let mut store = registry.view(store);
         let counts = cqrs_node::export::import(&mut store, reader, &projections).map_err(failed)?;
+        master::open(&mut store, registry.master_key())?;
         (path.display().to_string(), counts)
     };
     println!(

@@ -470,3 +470,66 @@ fn two_http_nodes_on_one_postgres_share_the_log_and_the_live_feed() {
     a.stop();
     b.stop();
 }
+
+/// PostgreSQL down, then back, under an `--http` node (a cluster of the test's own, since it
+/// stops it): `/readyz` answers 503 problem+json while the server is out of reach and 200 again
+/// once it is back, without a restart of the node; a command while it is down is refused with
+/// 503 and stores nothing; `/healthz` (the process) stays 200 all along.
+#[test]
+fn readyz_follows_postgres_going_down_and_coming_back() {
+    let Some(cluster) = cqrs_node::testkit::postgres::Cluster::start("readyz_postgres_outage")
+    else {
+        return;
+    };
+    let s = Server::start(&["--postgres", &cluster.url]);
+    let client = agent();
+    let ready = |client: &ureq::Agent| answer(client.get(&s.url("/readyz")).call()).unwrap();
+    assert_eq!(ready(&client), (200, r#"{"status":"ready"}"#.to_string()));
+    assert_eq!(create(&client, &s.base, "before").unwrap().0, 201);
+
+    cluster.halt();
+    let (status, body) = ready(&client);
+    assert_eq!(status, 503, "{body}");
+    let problem: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["status"], 503, "{body}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the store does not answer"),
+        "{body}"
+    );
+    let (status, body) = create(&client, &s.base, "during").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        answer(client.get(&s.url("/healthz")).call()).unwrap().0,
+        200
+    );
+
+    cluster.resume();
+    // The node reconnects on its next use of the store: ready again within a few tries.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = ready(&client);
+        if status == 200 {
+            assert_eq!(body, r#"{"status":"ready"}"#);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(create(&client, &s.base, "after").unwrap().0, 201);
+    let ids: Vec<Value> = whole_log(&client, &s)
+        .iter()
+        .map(|e| e["aggregateId"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [json!("before"), json!("after")],
+        "nothing of `during`"
+    );
+    s.stop();
+}

@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -123,6 +122,138 @@ fn created_on_one_node_read_on_the_others() {
         assert_eq!(r["success"], false, "{r}");
     }
     for n in nodes {
+        assert!(n.finish().status.success());
+    }
+    assert_check(&s);
+}
+
+/// `ForgetUser` on one node is a forget on every node at once: the other node, which read the
+/// user (and holds its state in its aggregate cache), answers `null` for it at every time and
+/// version, lists its events with no data, refuses a command on it (`deleted`: its stale cache
+/// is caught by the version check) and the id's reuse; no table of the schema holds the user's
+/// data in clear, and its key's row holds the tombstone. The other user still reads back on both nodes.
+#[test]
+fn a_forget_on_one_node_is_a_forget_on_every_node() {
+    let Some(s) = Schema::new("forget_across") else {
+        return;
+    };
+    let mut a = node(&s, "a");
+    let mut b = node(&s, "b");
+    let personal = json!({"id": "g1", "name": "Gudrun Vanishing", "email": "gudrun@gone.example"});
+    assert!(is_success(&a.call(&command(1, "CreateUser", personal))));
+    assert!(is_success(&a.call(&rename(
+        2,
+        "g1",
+        "Gudrun V. Vanishing",
+        Some(1)
+    ))));
+    assert!(is_success(&a.call(&create(3, "k1", "Karl Staying"))));
+    // b reads the user (and its history, so its state is cached there).
+    assert_eq!(
+        b.call(&get_user(4, "g1"))["data"]["name"],
+        "Gudrun V. Vanishing"
+    );
+    let before = b.call(&query(
+        5,
+        "GetUserAtVersion",
+        json!({"userId": "g1", "version": 1}),
+    ));
+    assert_eq!(before["data"]["name"], "Gudrun Vanishing", "{before}");
+
+    let r = a.call(&command(6, "ForgetUser", json!({"id": "g1"})));
+    assert!(is_success(&r), "{r}");
+
+    for n in [&mut a, &mut b] {
+        assert_eq!(n.call(&get_user(7, "g1"))["data"], Value::Null);
+        for version in [1, 2] {
+            let r = n.call(&query(
+                8,
+                "GetUserAtVersion",
+                json!({"userId": "g1", "version": version}),
+            ));
+            assert_eq!(r["data"], Value::Null, "{r}");
+        }
+        let r = n.call(&query(
+            9,
+            "GetUserAtTime",
+            json!({"userId": "g1", "timestamp": "2999-01-01T00:00:00Z"}),
+        ));
+        assert_eq!(r["data"], Value::Null, "{r}");
+        let history = n.call(&query(10, "GetUserHistory", json!({"userId": "g1"})));
+        let events = history["data"]["events"].as_array().unwrap().clone();
+        let data: Vec<&Value> = events.iter().map(|e| &e["data"]).collect();
+        assert_eq!(data, [&Value::Null, &Value::Null, &json!({})], "{history}");
+        let list = n.call(&query(11, "ListUsers", json!({})));
+        assert_eq!(
+            list["data"]["users"],
+            json!([{"id": "k1", "name": "Karl Staying"}]),
+            "{list}"
+        );
+        let log = read_log(n);
+        assert!(
+            !serde_json::to_string(&log).unwrap().contains("Gudrun"),
+            "{log:?}"
+        );
+    }
+    // b's cached state predates the forget: the version check catches it.
+    let r = b.call(&rename(12, "g1", "Back Again", None));
+    assert_eq!(r["code"], "deleted", "{r}");
+    let r = b.call(&create(13, "g1", "Reused"));
+    assert_eq!(r["code"], "already_exists", "{r}");
+    // A forget from b too changes nothing more.
+    let r = b.call(&command(14, "ForgetUser", json!({"id": "g1"})));
+    assert_eq!(r["events"], json!([]), "{r}");
+
+    // Nothing of the user in clear in any table of the schema, and no key row for it.
+    let mut client = postgres::Client::connect(&s.url, postgres::NoTls).unwrap();
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+            &[&s.name],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(tables.len() >= 5, "{tables:?}");
+    for table in &tables {
+        let rows = client
+            .query(
+                &format!("SELECT t::text FROM \"{}\".\"{table}\" t", s.name),
+                &[],
+            )
+            .unwrap();
+        let mut seen_karl = false;
+        for row in rows {
+            let text: String = row.get(0);
+            // bytea columns print as hex: look for the hex of the names too.
+            for trace in ["Gudrun", "gone.example", "Vanishing"] {
+                let hex: String = trace.bytes().map(|b| format!("{b:02x}")).collect();
+                assert!(
+                    !text.contains(trace) && !text.contains(&hex),
+                    "{trace} in {table}: {text}"
+                );
+            }
+            seen_karl |= text.contains("Karl Staying");
+        }
+        if table == "documents" {
+            assert!(seen_karl, "the scan reads the documents' text");
+        }
+    }
+    // The key's row holds the tombstone (the empty string) instead of the key: the old row
+    // version is a dead tuple until vacuum (docs/forgetting.md).
+    let keys = client
+        .query(
+            &format!(
+                "SELECT value FROM \"{}\".documents WHERE collection = $1 AND key = $2",
+                s.name
+            ),
+            &[&b"keys".as_slice(), &b"User/g1".as_slice()],
+        )
+        .unwrap();
+    let values: Vec<String> = keys.iter().map(|row| row.get(0)).collect();
+    assert_eq!(values, [""], "the key is destroyed");
+    for n in [a, b] {
         assert!(n.finish().status.success());
     }
     assert_check(&s);
@@ -298,36 +429,6 @@ fn a_node_killed_mid_stream_loses_nothing_it_acknowledged() {
     assert_check(&s);
 }
 
-fn cluster_script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-test-cluster")
-}
-
-fn cluster(action: &str, dir: &Path) -> String {
-    let out = Command::new(cluster_script())
-        .arg(action)
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pg-test-cluster {action}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A cluster of the test's own, stopped and removed at the end.
-struct OwnCluster(std::path::PathBuf);
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = Command::new(cluster_script())
-            .arg("stop")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// PostgreSQL stopped at once (as a crash) and started again while a node sends commands one
 /// at a time: the commands in between get error 13, the node stays up and answers again once
 /// the server is back, and every acknowledged command is stored (an error 13 means not stored,
@@ -336,16 +437,10 @@ impl Drop for OwnCluster {
 #[test]
 fn postgres_restarted_mid_stream_the_node_stays_up_and_loses_nothing() {
     // Runs only where the PostgreSQL tests run (it needs the binaries, not that server).
-    if pg::url("postgres_restarted_mid_stream").is_none() {
+    let Some(cluster) = pg::Cluster::start("postgres_restarted_mid_stream") else {
         return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("cqrs-pg-restart")
-        .tempdir_in("/tmp")
-        .unwrap()
-        .keep();
-    let _cluster = OwnCluster(dir.clone());
-    let url = cluster("start", &dir);
+    };
+    let url = cluster.url.clone();
     let mut n = Node::spawn(&mut pg_cmd(&url, "cqrs", "n1"));
     let mut acked = Vec::new();
     let mut failed = Vec::new();
@@ -362,12 +457,12 @@ fn postgres_restarted_mid_stream_the_node_stays_up_and_loses_nothing() {
     for i in 0..50 {
         call(&mut n, i, &mut acked, &mut failed);
     }
-    cluster("halt", &dir);
+    cluster.halt();
     for i in 50..60 {
         call(&mut n, i, &mut acked, &mut failed);
     }
     assert!(failed.len() >= 10, "commands while the server is down fail");
-    cluster("start", &dir);
+    cluster.resume();
     for i in 60..120 {
         call(&mut n, i, &mut acked, &mut failed);
     }

@@ -149,6 +149,13 @@ impl<S: EventStore> Node<S> {
     /// log.
     pub fn open(store: S, registry: Arc<Registry>, config: &Config) -> Result<Self, StoreError> {
         let mut store = registry.view(store);
+        let wrapped = crate::store::master::open(&mut store, registry.master_key())?;
+        if wrapped > 0 {
+            tracing::info!(
+                wrapped,
+                "the keys in clear are now wrapped by the master key"
+            );
+        }
         let projections = registry.projections();
         let applied = projection::catch_up(&mut store, &projections)?;
         if applied > 0 {

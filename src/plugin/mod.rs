@@ -185,6 +185,17 @@ impl Registry {
         std::sync::Arc::new(self.upcasters.clone())
     }
 
+    /// Every key in the key store is kept wrapped by the operator's `master` key
+    /// ([`crate::store::master`]); a node refuses a store whose keys are wrapped by another.
+    pub fn set_master_key(&mut self, master: crate::store::MasterKey) {
+        self.personal.set_master_key(master);
+    }
+
+    /// The operator's master key, if one was given.
+    pub fn master_key(&self) -> Option<&crate::store::MasterKey> {
+        self.personal.master_key()
+    }
+
     /// The categories whose streams hold personal data, for sealing a store
     /// ([`crate::store::Sealed`]).
     pub fn personal(&self) -> std::sync::Arc<Personal> {

@@ -145,6 +145,7 @@ impl<T: EventStore> EventStore for &mut T {
 }
 
 mod faulty;
+pub mod master;
 mod memory;
 mod postgres;
 pub mod seal;
@@ -153,6 +154,7 @@ pub mod testing;
 pub mod upcast;
 
 pub use faulty::{Faults, FaultyStore, FaultyTx, Op, Plan};
+pub use master::MasterKey;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use seal::{Personal, Sealed};
@@ -348,6 +350,10 @@ pub enum StoreError {
     /// What is stored cannot be understood: a bug, or a file damaged outside the store's control.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The store's keys are wrapped by an operator's master key that this process was not given
+    /// (or it was given another one): start it with the store's `--master-key-file`.
+    #[error("master key: {0}")]
+    MasterKey(String),
 }
 
 /// Whether doing the same again can help, after a [`StoreError`].
@@ -367,7 +373,7 @@ impl StoreError {
         match self {
             StoreError::Conflict { .. } => Retry::AfterReread,
             StoreError::Locked(_) | StoreError::Io(_) => Retry::Later,
-            StoreError::Corrupt(_) => Retry::Never,
+            StoreError::Corrupt(_) | StoreError::MasterKey(_) => Retry::Never,
         }
     }
 }

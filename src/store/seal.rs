@@ -47,6 +47,8 @@ const NONCE: usize = 24;
 #[derive(Clone, Debug, Default)]
 pub struct Personal {
     kinds: Vec<(&'static str, &'static str)>,
+    /// The operator's master key, which wraps every key in the key store (super::master).
+    master: Option<super::MasterKey>,
 }
 
 impl Personal {
@@ -61,6 +63,16 @@ impl Personal {
             "category '{category}' declared personal twice"
         );
         self.kinds.push((category, forgotten));
+    }
+
+    /// Keys are kept wrapped by `master` (see [`super::master`]).
+    pub fn set_master_key(&mut self, master: super::MasterKey) {
+        self.master = Some(master);
+    }
+
+    /// The operator's master key, if one was given.
+    pub fn master_key(&self) -> Option<&super::MasterKey> {
+        self.master.as_ref()
     }
 
     /// The forgetting event type of `category`, if its streams are sealed.
@@ -154,11 +166,17 @@ pub fn key_name(stream: &StreamId) -> String {
     k
 }
 
-fn key_state(store: &(impl StoreRead + ?Sized), stream: &StreamId) -> Result<KeyState> {
-    Ok(match store.document(KEYS, &key_name(stream))? {
+fn key_state(
+    store: &(impl StoreRead + ?Sized),
+    personal: &Personal,
+    stream: &StreamId,
+) -> Result<KeyState> {
+    let name = key_name(stream);
+    Ok(match store.document(KEYS, &name)? {
         None => KeyState::None,
         Some(v) if v.is_empty() => KeyState::Destroyed,
         Some(v) => {
+            let v = super::master::unwrap(personal.master_key(), &name, &v)?;
             let bytes = B64.decode(v.as_bytes()).ok();
             let Some(bytes) = bytes.and_then(|b| RawKey::try_from(b).ok()) else {
                 return Err(StoreError::Corrupt(format!(
@@ -298,7 +316,7 @@ impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> Sealed<S, P, K> {
     fn key(&self, stream: &StreamId) -> Result<KeyState> {
         match self.keys.cached(stream) {
             Some(state) => Ok(state),
-            None => key_state(&self.inner, stream),
+            None => key_state(&self.inner, &self.personal, stream),
         }
     }
 }
@@ -498,8 +516,12 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
             self.inner.put_document(KEYS, &key_name(stream), Some(""))?;
             self.keys.changed.insert(stream.clone(), None);
         } else if let Some(key) = new_key {
-            self.inner
-                .put_document(KEYS, &key_name(stream), Some(&B64.encode(key)))?;
+            let name = key_name(stream);
+            let document = match self.personal.master_key() {
+                Some(master) => master.wrap(&name, &B64.encode(key)),
+                None => B64.encode(key),
+            };
+            self.inner.put_document(KEYS, &name, Some(&document))?;
             self.keys.changed.insert(stream.clone(), Some(key));
         } else if let (KeyState::Live(_, key), Some(_)) = (&state, &self.keys.cache) {
             if self.keys.get(stream).is_none() {

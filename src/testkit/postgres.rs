@@ -80,3 +80,67 @@ impl Drop for Schema {
         }
     }
 }
+
+/// A PostgreSQL cluster of a test's own (`scripts/pg-test-cluster` in a temporary directory),
+/// for the tests that stop and start the server; stopped and removed when dropped.
+pub struct Cluster {
+    dir: std::path::PathBuf,
+    /// The cluster's URL (a Unix socket in its directory).
+    pub url: String,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster, or `None` (after saying so) where the PostgreSQL tests do
+    /// not run (see [`url`]: it needs the binaries, not that server).
+    ///
+    /// # Panics
+    /// If the cluster does not start.
+    pub fn start(test: &str) -> Option<Self> {
+        url(test)?;
+        let dir = std::env::temp_dir().join(unique_schema("cqrs_pg_own"));
+        let mut cluster = Self {
+            dir,
+            url: String::new(),
+        };
+        cluster.url = cluster.run("start");
+        Some(cluster)
+    }
+
+    /// Stops the server at once, as a crash would (no shutdown checkpoint); [`Cluster::resume`]
+    /// brings the same cluster back.
+    pub fn halt(&self) {
+        self.run("halt");
+    }
+
+    /// Starts the halted server again, on the same URL.
+    pub fn resume(&self) {
+        self.run("start");
+    }
+
+    fn run(&self, action: &str) -> String {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-test-cluster");
+        let out = std::process::Command::new(script)
+            .arg(action)
+            .arg(&self.dir)
+            .output()
+            .expect("scripts/pg-test-cluster runs");
+        assert!(
+            out.status.success(),
+            "pg-test-cluster {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-test-cluster");
+        let _ = std::process::Command::new(script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
