@@ -38,8 +38,9 @@
 //! [`UsersAtIndexProjection`]).
 //!
 //! `ListUsersAtTime` ([`list_at`]) walks the index blocks from `after` on (read many at a time),
-//! skips blocks created too late, and in the others reads the recent documents of the users
-//! created by T only (in one range read when they are most of the block, else one by one): each
+//! skips blocks created too late, and in the others reads the recent documents from the first
+//! to the last user created by T (one range read; a block's users created later are never
+//! read when they come first or last): each
 //! is decided from itself (its state at T, from the base, or from the filed document for T;
 //! `null` once deleted). Its cost is O(log n) for the first read, then one index line per user
 //! passed, and one recent document per user created by T: the page, and the users deleted by T.
@@ -732,7 +733,7 @@ pub fn list_at(
             continue;
         }
         // The users of the block created by `t` (and after `after`), each with its place in
-        // the block; only their recent documents are read.
+        // the block; only the recent documents from the first to the last of them are read.
         let mut wanted: Vec<(usize, Cow<'_, str>)> = Vec::new();
         for (i, line) in block.entries.split('\n').enumerate() {
             let (created, e) = line.split_once(' ').ok_or_else(|| corrupt(INDEX, &key))?;
@@ -759,29 +760,19 @@ pub fn list_at(
             }
             Ok(false)
         };
-        if wanted.len() * 2 >= span {
-            // Dense: the documents from the first to the last wanted in one read (those in
-            // between were created after `t`, and decide so themselves).
-            let docs = store.document_range(
-                RECENT,
-                Bound::Included(&first.1),
-                Bound::Included(&last.1),
-                Direction::Ascending,
-                span,
-            )?;
-            for (id, doc) in &docs {
-                if found(id, doc)? {
-                    return Ok(Page { users, more: true });
-                }
-            }
-        } else {
-            for (_, id) in &wanted {
-                // None: forgotten (its index line stays).
-                if let Some(doc) = store.document(RECENT, id)? {
-                    if found(id, &doc)? {
-                        return Ok(Page { users, more: true });
-                    }
-                }
+        // The documents from the first to the last wanted in one read (those in between were
+        // created after `t`, and decide so themselves): on SQLite a statement costs more than
+        // the few rows it would skip.
+        let docs = store.document_range(
+            RECENT,
+            Bound::Included(&first.1),
+            Bound::Included(&last.1),
+            Direction::Ascending,
+            span,
+        )?;
+        for (id, doc) in &docs {
+            if found(id, doc)? {
+                return Ok(Page { users, more: true });
             }
         }
     }
