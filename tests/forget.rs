@@ -335,9 +335,10 @@ fn no_byte_of_a_forgotten_user_is_left_in_any_file_once_the_node_stopped() {
     }
     node.finish().assert_clean();
 
-    // The forgotten one's key, as the key store holds it (base64 of 32 bytes).
+    // The forgotten one's key, as the key store holds it (its format, `aes-256-gcm:`, then the
+    // base64 of its 32 bytes).
     let victim = &users[17];
-    let key_b64: String = {
+    let key_doc: String = {
         let conn = rusqlite::Connection::open(dir.path().join("cqrs.db")).unwrap();
         let filed: i64 = conn
             .query_row(
@@ -358,6 +359,10 @@ fn no_byte_of_a_forgotten_user_is_left_in_any_file_once_the_node_stopped() {
         )
         .unwrap()
     };
+    let key_b64 = key_doc
+        .strip_prefix("aes-256-gcm:")
+        .expect("a key made now is an AES-256-GCM key")
+        .to_string();
     let key = base64::engine::general_purpose::STANDARD
         .decode(&key_b64)
         .unwrap();
@@ -392,6 +397,7 @@ fn no_byte_of_a_forgotten_user_is_left_in_any_file_once_the_node_stopped() {
             city.as_bytes(),
             &key,
             key_b64.as_bytes(),
+            key_doc.as_bytes(),
             b"quixote17@",
         ],
     );
@@ -426,5 +432,8 @@ fn no_byte_of_a_forgotten_user_is_left_in_any_file_once_the_node_stopped() {
     assert!(!got.contains(r#""id":"u17""#), "{got}");
     node.finish().assert_clean();
     check(dir.path());
-    assert_no_trace(dir.path(), &[name, email, &key, key_b64.as_bytes()]);
+    assert_no_trace(
+        dir.path(),
+        &[name, email, &key, key_b64.as_bytes(), key_doc.as_bytes()],
+    );
 }

@@ -316,6 +316,29 @@ fn the_live_feed_is_gap_free_under_concurrent_writers_and_resumes() {
 }
 
 #[test]
+fn the_first_event_after_the_first_client_arrives_is_broadcast_at_once() {
+    // The feed task follows the log only while clients are connected. It used to start
+    // following at the head it read after the next append, so that append was never
+    // broadcast: a client that starts at the head got it only when a later event showed the
+    // gap, or after the 2 s recheck (the SSE benchmark's 2 s outlier).
+    let s = Server::start(&["--in-memory"]);
+    let client = agent();
+    assert_eq!(create(&client, &s.base, "before").unwrap().0, 201);
+    let mut live = feed(&client, &s, "/api/v1/events/live", None);
+    let sent = std::time::Instant::now();
+    assert_eq!(create(&client, &s.base, "first").unwrap().0, 201);
+    let got = read_events(&mut live, 1);
+    assert_eq!(got[0].0, 2);
+    assert_eq!(got[0].1["aggregateId"], "first");
+    let took = sent.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "the event came after {took:?}: found by the recheck, not broadcast"
+    );
+    s.stop();
+}
+
+#[test]
 fn a_non_loopback_address_needs_a_token() {
     let out = cqrs()
         .args(["--http", "0.0.0.0:0", "--in-memory"])

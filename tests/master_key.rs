@@ -30,8 +30,8 @@ fn key_documents(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A wrapped key document: `m1:` and the base64 of a nonce (24), a sealed key document (the
-/// base64 of 32 bytes: 44) and a tag (16).
+/// A wrapped key document: `m1:` and the base64 of a nonce (24), a sealed key document (its
+/// format, `aes-256-gcm:`, 12, and the base64 of 32 bytes, 44) and a tag (16).
 fn assert_wrapped(name: &str, value: &str) {
     let b64 = value
         .strip_prefix("m1:")
@@ -39,7 +39,7 @@ fn assert_wrapped(name: &str, value: &str) {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .unwrap();
-    let expected = if name == "master-key" { 21 } else { 44 };
+    let expected = if name == "master-key" { 21 } else { 12 + 44 };
     assert_eq!(bytes.len(), 24 + expected + 16, "{name}");
 }
 
@@ -134,7 +134,14 @@ fn a_store_made_without_a_master_key_is_wrapped_when_first_given_one() {
     node.finish().assert_clean();
     let before = key_documents(dir.path());
     assert_eq!(before.len(), 2);
-    assert_eq!(before[0].1.len(), 44, "a key in clear: {:?}", before[0]);
+    // A key in clear: its format (`aes-256-gcm:`) and the base64 of 32 bytes.
+    assert_eq!(
+        before[0].1.len(),
+        12 + 44,
+        "a key in clear: {:?}",
+        before[0]
+    );
+    assert!(before[0].1.starts_with("aes-256-gcm:"), "{:?}", before[0]);
 
     let mut node = Node::spawn(&mut with_key(dir.path(), Some(&master)));
     assert_eq!(node.call(&get_user(1, "u1"))["data"]["name"], "Clear Keyed");

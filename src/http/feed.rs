@@ -54,6 +54,14 @@ pub struct Message {
 pub struct Feed {
     tx: broadcast::Sender<Arc<Message>>,
     bridge: Bridge,
+    /// A client subscribed: the feed task starts following now if it was not, so that the
+    /// next append is broadcast (not only found by the client when the append after it shows
+    /// a gap, or after [`RECHECK`]).
+    subscribed: Arc<tokio::sync::Notify>,
+    /// The head a client that starts at the head read when it subscribed (the most recent
+    /// one): where the feed task starts following, so that nothing after it is missed however
+    /// late the task wakes. 0: none.
+    from: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A page of `ReadEvents`, its events kept as they were written.
@@ -138,10 +146,14 @@ impl Feed {
         buffer: usize,
     ) -> Self {
         let (tx, _) = broadcast::channel(buffer.max(1));
+        let subscribed = Arc::new(tokio::sync::Notify::new());
         let feed = Self {
             tx: tx.clone(),
             bridge: bridge.clone(),
+            subscribed: subscribed.clone(),
+            from: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
+        let from = feed.from.clone();
         tokio::spawn(async move {
             // None: not following (no client); the next client's arrival sets it to the head.
             let mut last: Option<u64> = None;
@@ -149,11 +161,17 @@ impl Feed {
                 tokio::select! {
                     _ = stopping.changed() => return,
                     r = appended.changed() => if r.is_err() { return },
+                    _ = subscribed.notified(), if last.is_none() => {}
                     _ = tokio::time::sleep(POLL) => {}
                 }
                 if tx.receiver_count() == 0 {
                     last = None;
+                    from.store(0, std::sync::atomic::Ordering::Relaxed);
                     continue;
+                }
+                if last.is_none() {
+                    let hint = from.swap(0, std::sync::atomic::Ordering::Relaxed);
+                    last = (hint > 0).then_some(hint);
                 }
                 loop {
                     let after = match last {
@@ -226,10 +244,16 @@ pub async fn live(
     let start = match after {
         Some(p) => p,
         None => match page(&app.feed.bridge, i64::MAX as u64, &app.registry).await {
-            Some((_, head)) => head,
+            Some((_, head)) => {
+                app.feed
+                    .from
+                    .fetch_max(head, std::sync::atomic::Ordering::Relaxed);
+                head
+            }
             None => return Err(Problem::unavailable("the store does not answer")),
         },
     };
+    app.feed.subscribed.notify_one();
     let client = Client {
         app: app.clone(),
         rx,

@@ -343,11 +343,7 @@ pub fn serve(
     options: Options,
     ready: impl FnOnce(SocketAddr) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("http")
-        .build()?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async move {
         let local = listener.local_addr()?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let (stop_tx, stopping) = watch::channel(false);
@@ -379,6 +375,15 @@ pub fn serve(
             }
         }
     })
+}
+
+/// The tokio runtime the front end runs on (also the benchmark's HTTP floor's,
+/// `src/bin/cqrs-http-floor.rs`, so that the two compare on the same settings).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("http")
+        .build()
 }
 
 /// Watches SIGTERM and SIGINT (from now on); the future ends at the first.

@@ -8,10 +8,13 @@
 //! * gives each stream a key of its own (256 random bits from the operating system), kept in the
 //!   store's key store: the documents of collection [`KEYS`], keyed `category/id`, apart from the
 //!   events, written in the transaction of the stream's first sealed event;
-//! * seals every event's data and every snapshot's state with XChaCha20-Poly1305 under that key
-//!   (a random 24-byte nonce each; the event type and version, or `snapshot` and the version, as
-//!   associated data, so a ciphertext cannot be moved to another place of the stream), stored as
-//!   a JSON string: `"base64(nonce ‖ ciphertext ‖ tag)"`;
+//! * seals every event's data and every snapshot's state under that key with the stream's
+//!   cipher, which its key document names ([`KeyFormat`]): AES-256-GCM for every key made since
+//!   it came in (a random 12-byte nonce each), XChaCha20-Poly1305 for the keys made before (a
+//!   24-byte nonce each: those streams keep it for ever, so one key serves one algorithm); the
+//!   event type and version, or `snapshot` and the version, as associated data, so a ciphertext
+//!   cannot be moved to another place of the stream; stored as a JSON string:
+//!   `"base64(nonce ‖ ciphertext ‖ tag)"`;
 //! * destroys the key (its document becomes the empty string, a tombstone) in the transaction
 //!   that appends the forgetting event, whose own data is kept in clear (it holds nothing
 //!   personal);
@@ -29,19 +32,28 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use aes_gcm::aead::consts::U12;
+use aes_gcm::aes::Aes256Enc;
+use aes_gcm::AesGcm;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use chacha20poly1305::aead::generic_array::typenum::Unsigned;
+use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use super::*;
 
-/// The key store's collection: one document per sealed stream, `category/id` to the base64 of
-/// its key, or to `""` once the key was destroyed.
+mod b64;
+
+/// The key store's collection: one document per sealed stream, `category/id` to its key (see
+/// [`KeyFormat`]), or to `""` once the key was destroyed.
 pub const KEYS: &str = "keys";
 
-/// Bytes of an XChaCha20 nonce.
-const NONCE: usize = 24;
+/// What a key document says before the base64 of an AES-256-GCM key. A key document written
+/// before AES-256-GCM came in is the base64 of its 32 bytes alone (44 characters of `A-Z a-z
+/// 0-9 + / =`): it never holds a `:`, so the two can never be taken for each other.
+pub const AES_256_GCM: &str = "aes-256-gcm:";
 
 /// The categories whose streams hold personal data, each with the event type that forgets one.
 #[derive(Clone, Debug, Default)]
@@ -89,7 +101,7 @@ impl Personal {
 pub enum KeyState {
     /// No key: the stream has nothing sealed (events written before sealing, or none yet).
     None,
-    Live(Box<XChaCha20Poly1305>, RawKey),
+    Live(Cipher, StreamKey),
     /// Forgotten.
     Destroyed,
 }
@@ -97,8 +109,87 @@ pub enum KeyState {
 /// A stream's key, as bytes.
 type RawKey = [u8; 32];
 
-fn live(key: RawKey) -> KeyState {
-    KeyState::Live(Box::new(XChaCha20Poly1305::new(Key::from_slice(&key))), key)
+/// Which cipher a stream's key seals with: its key document says it, and every sealed text of
+/// the stream is in it.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// Keys made before AES-256-GCM came in (their document: the key's base64):
+    /// XChaCha20-Poly1305, a 24-byte nonce per text. Still read, and still sealed with, for
+    /// the streams that have such a key.
+    XChaCha20Poly1305,
+    /// Every key made since (their document: [`AES_256_GCM`], then the key's base64):
+    /// AES-256-GCM, a random 12-byte nonce per text.
+    Aes256Gcm,
+}
+
+/// A stream's key and its format.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct StreamKey {
+    format: KeyFormat,
+    key: RawKey,
+}
+
+impl StreamKey {
+    /// A new key (256 bits from the operating system), for AES-256-GCM.
+    fn generate() -> Self {
+        let mut key = RawKey::default();
+        OsRng.fill_bytes(&mut key);
+        Self {
+            format: KeyFormat::Aes256Gcm,
+            key,
+        }
+    }
+
+    /// The key document's text.
+    fn text(&self) -> String {
+        match self.format {
+            KeyFormat::XChaCha20Poly1305 => B64.encode(self.key),
+            KeyFormat::Aes256Gcm => {
+                let mut t = String::with_capacity(AES_256_GCM.len() + 44);
+                t.push_str(AES_256_GCM);
+                B64.encode_string(self.key, &mut t);
+                t
+            }
+        }
+    }
+
+    /// A key document's key (not the tombstone), or `None` if it is damaged.
+    fn parse(text: &str) -> Option<Self> {
+        let (format, b64) = match text.strip_prefix(AES_256_GCM) {
+            Some(b64) => (KeyFormat::Aes256Gcm, b64),
+            None => (KeyFormat::XChaCha20Poly1305, text),
+        };
+        let key = RawKey::try_from(B64.decode(b64.as_bytes()).ok()?).ok()?;
+        Some(Self { format, key })
+    }
+}
+
+/// AES-256-GCM with a 12-byte nonce, on the encrypting half of the AES key schedule (GCM never
+/// decrypts a block): the same cipher as `aes_gcm::Aes256Gcm`, made ready in fewer steps.
+type Aes256Gcm = AesGcm<Aes256Enc, U12>;
+
+/// A key made ready to seal and open (an AES key schedule, or the XChaCha key).
+#[doc(hidden)]
+pub enum Cipher {
+    XChaCha20Poly1305(Box<XChaCha20Poly1305>),
+    Aes256Gcm(Box<Aes256Gcm>),
+}
+
+impl Cipher {
+    fn new(key: &StreamKey) -> Self {
+        match key.format {
+            KeyFormat::XChaCha20Poly1305 => {
+                Self::XChaCha20Poly1305(Box::new(XChaCha20Poly1305::new(&key.key.into())))
+            }
+            KeyFormat::Aes256Gcm => Self::Aes256Gcm(Box::new(Aes256Gcm::new(&key.key.into()))),
+        }
+    }
+}
+
+fn live(key: StreamKey) -> KeyState {
+    KeyState::Live(Cipher::new(&key), key)
 }
 
 /// Most keys kept in memory; past it the cache starts again empty (a key is then read from
@@ -112,7 +203,7 @@ type Hasher = foldhash::fast::RandomState;
 /// key at any time).
 #[derive(Default)]
 pub struct KeyCache {
-    keys: HashMap<StreamId, RawKey, Hasher>,
+    keys: HashMap<StreamId, StreamKey, Hasher>,
 }
 
 impl KeyCache {
@@ -126,7 +217,7 @@ impl KeyCache {
 pub struct TxKeys<'a> {
     /// `None` on a shared store.
     cache: Option<&'a mut KeyCache>,
-    changed: HashMap<StreamId, Option<RawKey>, Hasher>,
+    changed: HashMap<StreamId, Option<StreamKey>, Hasher>,
 }
 
 impl TxKeys<'_> {
@@ -177,14 +268,13 @@ fn key_state(
         Some(v) if v.is_empty() => KeyState::Destroyed,
         Some(v) => {
             let v = super::master::unwrap(personal.master_key(), &name, &v)?;
-            let bytes = B64.decode(v.as_bytes()).ok();
-            let Some(bytes) = bytes.and_then(|b| RawKey::try_from(b).ok()) else {
+            let Some(key) = StreamKey::parse(&v) else {
                 return Err(StoreError::Corrupt(format!(
                     "the key of {}/{} is damaged",
                     stream.category, stream.id
                 )));
             };
-            live(bytes)
+            live(key)
         }
     })
 }
@@ -212,10 +302,10 @@ fn with_aad<T>(what: &str, version: Version, f: impl FnOnce(&[u8]) -> T) -> T {
     }
 }
 
-/// A fresh nonce: 16 bytes drawn from the operating system once per process, then a counter
-/// of the nonces this process made. Unique under any key: two processes collide only if they
-/// draw the same 128 random bits. (A getrandom call per nonce cost about 5% of the node's time.)
-fn nonce() -> XNonce {
+/// A fresh XChaCha20 nonce (for the streams whose key is of that format): 16 bytes drawn from
+/// the operating system once per process, then a counter of the nonces this process made.
+/// Unique under any key: two processes collide only if they draw the same 128 random bits.
+fn xnonce() -> XNonce {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();
@@ -230,40 +320,90 @@ fn nonce() -> XNonce {
     nonce
 }
 
-fn seal(cipher: &XChaCha20Poly1305, what: &str, version: Version, plain: &str) -> String {
-    let nonce = nonce();
+/// AES-256-GCM nonces drawn from the operating system in one call.
+const POOL: usize = 256;
+
+/// A fresh AES-256-GCM nonce: 12 bytes from the operating system (drawn for 256 nonces at a
+/// time, a getrandom call per nonce cost about 5% of the node's time), each used once. A
+/// 96-bit nonce is too short for a counter behind a random prefix: nodes sharing a store (and
+/// so its keys) and restarts would each need a prefix of their own. Drawn at random, every
+/// nonce is independent of every other, in any process on any node, so under one key that seals
+/// `n` texts two of them share a nonce with probability at most `n² / 2⁹⁷` (docs/forgetting.md).
+fn aes_nonce() -> aes_gcm::Nonce<<Aes256Gcm as AeadCore>::NonceSize> {
+    use std::cell::RefCell;
+    thread_local! {
+        static NONCES: RefCell<(usize, Box<[u8; 12 * POOL]>)> =
+            RefCell::new((POOL, Box::new([0; 12 * POOL])));
+    }
+    NONCES.with_borrow_mut(|(next, pool)| {
+        if *next == POOL {
+            OsRng.fill_bytes(&mut pool[..]);
+            *next = 0;
+        }
+        let at = *next * 12;
+        *next += 1;
+        aes_gcm::Nonce::clone_from_slice(&pool[at..at + 12])
+    })
+}
+
+fn seal(cipher: &Cipher, what: &str, version: Version, plain: &str) -> String {
+    match cipher {
+        Cipher::Aes256Gcm(c) => seal_with(&**c, &aes_nonce(), what, version, plain),
+        Cipher::XChaCha20Poly1305(c) => seal_with(&**c, &xnonce(), what, version, plain),
+    }
+}
+
+fn seal_with<A: AeadInPlace>(
+    aead: &A,
+    nonce: &chacha20poly1305::aead::Nonce<A>,
+    what: &str,
+    version: Version,
+    plain: &str,
+) -> String {
+    let n = nonce.len();
+    let tag_len = A::TagSize::USIZE;
     // One buffer: nonce, then the text sealed in place, then the tag.
-    let mut bytes = Vec::with_capacity(NONCE + plain.len() + 16);
-    bytes.extend_from_slice(&nonce);
+    let mut bytes = Vec::with_capacity(n + plain.len() + tag_len);
+    bytes.extend_from_slice(nonce);
     bytes.extend_from_slice(plain.as_bytes());
     let tag = with_aad(what, version, |aad| {
-        cipher.encrypt_in_place_detached(&nonce, aad, &mut bytes[NONCE..])
+        aead.encrypt_in_place_detached(nonce, aad, &mut bytes[n..])
     })
-    .expect("XChaCha20-Poly1305 seals any message of this size");
+    .expect("the AEAD seals any message of this size");
     bytes.extend_from_slice(&tag);
-    let mut out = String::with_capacity(2 + bytes.len().div_ceil(3) * 4);
+    // Room for the encoder's last whole stores too (b64::encode_into).
+    let mut out = String::with_capacity(2 + bytes.len().div_ceil(3) * 4 + 32);
     out.push('"');
-    B64.encode_string(&bytes, &mut out);
+    b64::encode_into(&bytes, &mut out);
     out.push('"');
     out
 }
 
 /// The clear text of sealed data, or `None` if it does not open (damaged, or another key).
-fn open(cipher: &XChaCha20Poly1305, what: &str, version: Version, data: &str) -> Option<String> {
+fn open(cipher: &Cipher, what: &str, version: Version, data: &str) -> Option<String> {
+    match cipher {
+        Cipher::Aes256Gcm(c) => open_with(&**c, what, version, data),
+        Cipher::XChaCha20Poly1305(c) => open_with(&**c, what, version, data),
+    }
+}
+
+fn open_with<A: AeadInPlace>(aead: &A, what: &str, version: Version, data: &str) -> Option<String> {
+    let n = A::NonceSize::USIZE;
+    let tag_len = A::TagSize::USIZE;
     let inner = data.strip_prefix('"')?.strip_suffix('"')?;
-    let mut bytes = B64.decode(inner.as_bytes()).ok()?;
-    if bytes.len() < NONCE + 16 {
+    let mut bytes = b64::decode(inner.as_bytes())?;
+    if bytes.len() < n + tag_len {
         return None;
     }
-    let tag_at = bytes.len() - 16;
-    let tag = chacha20poly1305::Tag::clone_from_slice(&bytes[tag_at..]);
-    let nonce = XNonce::clone_from_slice(&bytes[..NONCE]);
+    let tag_at = bytes.len() - tag_len;
+    let tag = chacha20poly1305::aead::Tag::<A>::clone_from_slice(&bytes[tag_at..]);
+    let nonce = chacha20poly1305::aead::Nonce::<A>::clone_from_slice(&bytes[..n]);
     with_aad(what, version, |aad| {
-        cipher.decrypt_in_place_detached(&nonce, aad, &mut bytes[NONCE..tag_at], &tag)
+        aead.decrypt_in_place_detached(&nonce, aad, &mut bytes[n..tag_at], &tag)
     })
     .ok()?;
     bytes.truncate(tag_at);
-    bytes.drain(..NONCE);
+    bytes.drain(..n);
     String::from_utf8(bytes).ok()
 }
 
@@ -465,10 +605,18 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
         let forgets = events.iter().any(|e| e.event_type == forgotten);
         // A stream with no events has no key (one is written only with its first events): a
         // create looks nothing up (on a conflict, nothing is written).
+        // Whether the key was read from the key store (then kept for the next append).
+        let mut from_store = false;
         let mut state = if expected == ExpectedVersion::Exact(0) {
             KeyState::None
         } else {
-            self.key(stream)?
+            match self.keys.cached(stream) {
+                Some(state) => state,
+                None => {
+                    from_store = true;
+                    key_state(&self.inner, &self.personal, stream)?
+                }
+            }
         };
         let mut new_key = None;
         match state {
@@ -482,7 +630,7 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
                 return self.inner.append(stream, expected, events);
             }
             KeyState::None if events.iter().any(personal) => {
-                let key: RawKey = XChaCha20Poly1305::generate_key(&mut OsRng).into();
+                let key = StreamKey::generate();
                 state = live(key);
                 new_key = Some(key);
             }
@@ -518,16 +666,16 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
         } else if let Some(key) = new_key {
             let name = key_name(stream);
             let document = match self.personal.master_key() {
-                Some(master) => master.wrap(&name, &B64.encode(key)),
-                None => B64.encode(key),
+                Some(master) => master.wrap(&name, &key.text()),
+                None => key.text(),
             };
             self.inner.put_document(KEYS, &name, Some(&document))?;
             self.keys.changed.insert(stream.clone(), Some(key));
-        } else if let (KeyState::Live(_, key), Some(_)) = (&state, &self.keys.cache) {
-            if self.keys.get(stream).is_none() {
-                // Read from the key store: kept for the stream's next append.
-                self.keys.changed.insert(stream.clone(), Some(*key));
-            }
+        } else if let (KeyState::Live(_, key), true, Some(_)) =
+            (&state, from_store, &self.keys.cache)
+        {
+            // Read from the key store: kept for the stream's next append.
+            self.keys.changed.insert(stream.clone(), Some(*key));
         }
         Ok(recorded)
     }
@@ -758,23 +906,187 @@ mod tests {
         }
     }
 
+    fn cipher(format: KeyFormat) -> Cipher {
+        let mut key = StreamKey::generate();
+        key.format = format;
+        Cipher::new(&key)
+    }
+
     #[test]
     fn a_sealed_event_does_not_open_at_another_place_or_under_another_key() {
-        let key = XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(&mut OsRng));
-        let other = XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(&mut OsRng));
-        let sealed = seal(&key, "Made", 3, r#"{"a":1}"#);
-        assert!(is_sealed(&sealed));
+        for format in [KeyFormat::Aes256Gcm, KeyFormat::XChaCha20Poly1305] {
+            let key = cipher(format);
+            let other = cipher(format);
+            let sealed = seal(&key, "Made", 3, r#"{"a":1}"#);
+            assert!(is_sealed(&sealed));
+            assert_eq!(
+                open(&key, "Made", 3, &sealed).as_deref(),
+                Some(r#"{"a":1}"#)
+            );
+            assert_eq!(open(&key, "Made", 4, &sealed), None, "another version");
+            assert_eq!(open(&key, "Other", 3, &sealed), None, "another type");
+            assert_eq!(open(&other, "Made", 3, &sealed), None, "another key");
+            assert_ne!(
+                sealed,
+                seal(&key, "Made", 3, r#"{"a":1}"#),
+                "a new nonce each time"
+            );
+            // Nonce, text, tag: 12 + 7 + 16 bytes for AES-256-GCM, 24 + 7 + 16 for XChaCha.
+            let raw = if format == KeyFormat::Aes256Gcm {
+                35
+            } else {
+                47
+            };
+            assert_eq!(
+                sealed.len(),
+                2 + 4 * (raw as usize).div_ceil(3),
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_encrypt_only_key_schedule_seals_as_aes_256_gcm_does() {
+        let key = StreamKey::generate();
+        let ours = Cipher::new(&key);
+        let theirs = aes_gcm::Aes256Gcm::new(&key.key.into());
+        let nonce = aes_nonce();
+        let mut a = b"{\"name\":\"x\"}".to_vec();
+        let mut b = a.clone();
+        let Cipher::Aes256Gcm(c) = &ours else {
+            panic!("an AES key")
+        };
+        let tag_a = c.encrypt_in_place_detached(&nonce, b"aad", &mut a).unwrap();
+        let tag_b = theirs
+            .encrypt_in_place_detached(&nonce, b"aad", &mut b)
+            .unwrap();
+        assert_eq!((a, tag_a), (b, tag_b));
+    }
+
+    #[test]
+    fn a_key_document_says_its_format_and_the_two_are_never_taken_for_each_other() {
+        let key = StreamKey::generate();
         assert_eq!(
-            open(&key, "Made", 3, &sealed).as_deref(),
-            Some(r#"{"a":1}"#)
+            key.format,
+            KeyFormat::Aes256Gcm,
+            "new keys are AES-256-GCM keys"
         );
-        assert_eq!(open(&key, "Made", 4, &sealed), None, "another version");
-        assert_eq!(open(&key, "Other", 3, &sealed), None, "another type");
-        assert_eq!(open(&other, "Made", 3, &sealed), None, "another key");
-        assert_ne!(
-            sealed,
-            seal(&key, "Made", 3, r#"{"a":1}"#),
-            "a new nonce each time"
+        let text = key.text();
+        assert!(text.starts_with("aes-256-gcm:"), "{text}");
+        let read = StreamKey::parse(&text).unwrap();
+        assert_eq!((read.format, read.key), (key.format, key.key));
+        let old = B64.encode(key.key);
+        let read = StreamKey::parse(&old).unwrap();
+        assert_eq!(
+            (read.format, read.key),
+            (KeyFormat::XChaCha20Poly1305, key.key)
+        );
+        assert!(StreamKey::parse("aes-256-gcm:").is_none());
+        assert!(StreamKey::parse(&old[1..]).is_none());
+        // A text sealed under one format does not open under the other with the same bytes.
+        let sealed = seal(&Cipher::new(&key), "Made", 1, "{}");
+        assert_eq!(open(&Cipher::new(&read), "Made", 1, &sealed), None);
+    }
+
+    /// A store sealed by the XChaCha20-Poly1305 version (frozen bytes: the key document and the
+    /// texts that version wrote, nonces included) reads back, takes new events sealed under the
+    /// same key and format, and forgets.
+    #[test]
+    fn a_stream_sealed_in_the_xchacha_format_reads_takes_events_and_forgets() {
+        const KEY: &str = "AwoRGB8mLTQ7QklQV15lbHN6gYiPlp2kq7K5wMfO1dw=";
+        const MADE_1: &str = "\"MTAzMjU0NzY5ODs6PTw/PiEgIyIlJCcmJq2GylW7p8TM0oUphnsr2c6rwTccvep3iX4WJRHnFaGd7AxkUsVowPY=\"";
+        const MADE_2: &str = "\"YmNgYWZnZGVqa2hpbm9sbXJzcHF2d3R1dklyzFmNx3eOA3wdqr9LwWZnMyZ5N9F3KKh/hzOqXed3KhJv19rohaY=\"";
+        const SNAPSHOT_2: &str =
+            "\"k5KRkJeWlZSbmpmYn56dnIOCgYCHhoWEZoRxyQaxW02HRWRJGfeIgkY4rRossCU3Hjx1\"";
+        let stream = StreamId::new("P", "old");
+        let mut inner = MemoryStore::new();
+        {
+            let mut tx = inner.begin().unwrap();
+            tx.append(
+                &stream,
+                ExpectedVersion::Exact(0),
+                vec![event("Made", MADE_1.into()), event("Made", MADE_2.into())],
+            )
+            .unwrap();
+            tx.put_document(KEYS, &key_name(&stream), Some(KEY))
+                .unwrap();
+            tx.put_snapshot(
+                &stream,
+                &Snapshot {
+                    version: 2,
+                    timestamp: Timestamp(1),
+                    state: SNAPSHOT_2.into(),
+                },
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let data = |store: &Sealed<MemoryStore>| -> Vec<String> {
+            store
+                .read_stream(&stream, 0, Upto::End)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.data)
+                .collect()
+        };
+        let mut store = Sealed::new(inner, personal());
+        assert_eq!(
+            data(&store),
+            [
+                r#"{"secret":"old-sekrit-1"}"#,
+                r#"{"secret":"old-sekrit-2"}"#
+            ]
+        );
+        assert_eq!(
+            store.snapshot(&stream, Upto::End).unwrap().map(|s| s.state),
+            Some("old-state-2".to_string())
+        );
+        // A new event: sealed under the stream's own key and format (its document unchanged).
+        let mut tx = store.begin().unwrap();
+        tx.append(
+            &stream,
+            ExpectedVersion::Exact(2),
+            vec![event("Made", r#"{"secret":"new-sekrit-3"}"#.into())],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let raw = store.inner().read_stream(&stream, 0, Upto::End).unwrap();
+        assert!(!raw[2].data.contains("sekrit"));
+        assert_eq!(
+            raw[2].data.len(),
+            2 + 4 * (24 + 25 + 16usize).div_ceil(3),
+            "an XChaCha text: {}",
+            raw[2].data
+        );
+        assert_eq!(
+            store
+                .inner()
+                .document(KEYS, &key_name(&stream))
+                .unwrap()
+                .as_deref(),
+            Some(KEY)
+        );
+        let fresh = Sealed::new(store.into_inner(), personal());
+        assert_eq!(data(&fresh)[2], r#"{"secret":"new-sekrit-3"}"#);
+        // Forgotten: the tombstone, every event null, no snapshot.
+        let mut store = fresh;
+        let mut tx = store.begin().unwrap();
+        tx.append(
+            &stream,
+            ExpectedVersion::Exact(3),
+            vec![event("Forgot", "{}".into())],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(data(&store), ["null", "null", "null", "{}"]);
+        assert_eq!(store.snapshot(&stream, Upto::End).unwrap(), None);
+        assert_eq!(
+            store
+                .inner()
+                .document(KEYS, &key_name(&stream))
+                .unwrap()
+                .as_deref(),
+            Some("")
         );
     }
 }
