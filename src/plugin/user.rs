@@ -14,7 +14,7 @@ use crate::domain::user::{PayloadError, User, UserCommand};
 use crate::domain::Rejection;
 use crate::engine::Repository;
 use crate::projection::users::{UsersProjection, COLLECTION};
-use crate::projection::users_at::{self, UsersAtProjection};
+use crate::projection::users_at::{self, UsersAtIndexProjection, UsersAtProjection};
 use crate::projection::Projection;
 use crate::store::{StoreError, StoreRead, Upto};
 use crate::timestamp::Timestamp;
@@ -195,6 +195,7 @@ impl Plugin for UserPlugin {
         vec![
             Box::new(UsersProjection),
             Box::new(UsersAtProjection::new()),
+            Box::new(UsersAtIndexProjection::new()),
         ]
     }
 }

@@ -22,24 +22,39 @@
 //!   document starts again from the state it reached. The state at a time before the recent
 //!   base is then one descending seek away: the filed document whose base is the newest at or
 //!   before that time.
-//! * [`BLOCKS`]: the users cut into blocks of consecutive ids, one document per block, keyed by
-//!   its first user's id and holding the earliest creation time in the block and how many users
-//!   it has. A query skips every block whose users were all created after its time. Written
-//!   only when a user is created (one of about four events): the block's count (and maybe its
-//!   earliest time) changes; a block past [`BLOCK_MAX`] users splits in two.
+//! * [`INDEX`], kept by a projection of its own ([`UsersAtIndexProjection`], `users_at_index`):
+//!   every user ever created, cut into blocks of consecutive ids, one document per block, keyed
+//!   by its first id (the first block by the empty id, below every other), holding the
+//!   earliest creation time in the block, how many users it has, the next block's key, and
+//!   each user's creation time and id, in id order. A query decides from a block's document
+//!   alone which of its users existed at its time (only their recent documents are read) and
+//!   skips the whole block when all were created later. Written only when a user is created
+//!   (one of about four events): the user's line is spliced in; a block past [`BLOCK_MAX`]
+//!   users splits in two halves.
 //!
 //! So a command adds no document: it rewrites one (and, one time in [`RECENT_MAX`], files one),
-//! which on SQLite mostly dirties a page the users document dirties anyway.
+//! which on SQLite mostly dirties a page the users document dirties anyway; a create also
+//! rewrites its index block (found from the projection's hints with one read by key, see
+//! [`UsersAtIndexProjection`]).
 //!
-//! `ListUsersAtTime` ([`list_at`]) walks the blocks from `after` on, skips blocks created too
-//! late, and in the others reads the recent documents in id order, a page at a time: each is
-//! decided from itself (created after T: skipped; else its state at T, from the base, or from
-//! the filed document for T). Its cost is O(log n) for the first read, then O(1) per user looked
-//! at: the page, the users of the blocks it passes that were created after T, and the users
-//! deleted by T (they cannot be skipped by a summary).
+//! `ListUsersAtTime` ([`list_at`]) walks the index blocks from `after` on (read many at a time),
+//! skips blocks created too late, and in the others reads the recent documents from the first
+//! to the last user created by T (one range read; a block's users created later are never
+//! read when they come first or last): each
+//! is decided from itself (its state at T, from the base, or from the filed document for T;
+//! `null` once deleted). Its cost is O(log n) for the first read, then one index line per user
+//! passed, and one recent document per user created by T: the page, and the users deleted by T.
+//!
+//! Until `users_at_index`, the blocks were a collection of the `users_at` projection
+//! (`users_at_blocks`: each block's earliest time and count only, so a query read every recent
+//! document of a block with one early user). A store written before keeps those documents; no
+//! projection lists them any more, so nothing reads, checks or rebuilds them (they are left in
+//! place, ignored), and the node builds `users_at_index` from the log when it first opens the
+//! store (`projection::unbuilt`, `projection::catch_up`).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use foldhash::fast::RandomState;
 
@@ -51,10 +66,11 @@ use crate::timestamp::Timestamp;
 
 pub const RECENT: &str = "users_at";
 pub const PAST: &str = "users_at_past";
-pub const BLOCKS: &str = "users_at_blocks";
+/// The index (its own projection, [`UsersAtIndexProjection`]).
+pub const INDEX: &str = "users_at_index";
 
-/// Most users in a block; one more splits it in two halves.
-pub const BLOCK_MAX: usize = 64;
+/// Most users in an index block; one more splits it in two halves.
+pub const BLOCK_MAX: usize = 16;
 
 /// Most changes a recent document holds before it is filed.
 pub const RECENT_MAX: usize = 32;
@@ -92,22 +108,7 @@ const SLACK: usize = 96;
 
 /// Appends a time's nanoseconds, in decimal (`fmt` was a few percent of a streamed run).
 fn push_nanos(doc: &mut String, t: Timestamp) {
-    let n = t.nanos();
-    if n < 0 {
-        doc.push('-');
-    }
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    doc.push_str(std::str::from_utf8(&digits[i..]).expect("ASCII digits"));
+    doc.push_str(itoa::Buffer::new().format(t.nanos()));
 }
 
 /// Recent documents [`Written`] keeps at most (about 30 MB of them).
@@ -288,109 +289,277 @@ fn state_of(
     History::parse(PAST, &key, &doc)?.state_at(t, &key)
 }
 
-/// A block: the earliest creation time of its users, and how many it has.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Block {
-    first_created: Timestamp,
-    users: usize,
+/// The index of [`INDEX`]: a block's lines are
+///
+/// ```text
+/// <earliest creation ns in the block> <users in the block>
+/// <the next block's key, escaped; empty for the last block>
+/// <created ns> <escaped id>      (one line per user, in id order)
+/// ...
+/// ```
+///
+/// An id is escaped by writing `\` as `\\` and a newline as `\n`, so that a line never holds a
+/// raw newline.
+fn push_escaped(doc: &mut String, id: &str) {
+    if !id.contains(['\\', '\n']) {
+        doc.push_str(id);
+        return;
+    }
+    for c in id.chars() {
+        match c {
+            '\\' => doc.push_str("\\\\"),
+            '\n' => doc.push_str("\\n"),
+            c => doc.push(c),
+        }
+    }
 }
 
-impl Block {
-    fn parse(key: &str, value: &str) -> Result<Self, StoreError> {
-        let (t, n) = value.split_once(' ').ok_or_else(|| corrupt(BLOCKS, key))?;
-        Ok(Block {
-            first_created: time(t).ok_or_else(|| corrupt(BLOCKS, key))?,
-            users: n.parse().map_err(|_| corrupt(BLOCKS, key))?,
+fn escaped(id: &str) -> String {
+    let mut s = String::with_capacity(id.len());
+    push_escaped(&mut s, id);
+    s
+}
+
+fn unescape(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('\\') {
+        return Some(Cow::Borrowed(s));
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next()? {
+                '\\' => out.push('\\'),
+                'n' => out.push('\n'),
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(Cow::Owned(out))
+}
+
+/// An index block, read.
+struct IndexBlock<'a> {
+    first_created: Timestamp,
+    users: usize,
+    /// The next block's key, escaped.
+    next: Option<&'a str>,
+    /// The rest: one line per user, `<created ns> <escaped id>`, in id order.
+    entries: &'a str,
+}
+
+impl<'a> IndexBlock<'a> {
+    fn parse(key: &str, doc: &'a str) -> Result<Self, StoreError> {
+        let bad = || corrupt(INDEX, key);
+        let (head, rest) = doc.split_once('\n').ok_or_else(bad)?;
+        let (next, entries) = rest.split_once('\n').ok_or_else(bad)?;
+        let (first, users) = head.split_once(' ').ok_or_else(bad)?;
+        Ok(IndexBlock {
+            first_created: time(first).ok_or_else(bad)?,
+            users: users.parse().map_err(|_| bad())?,
+            next: (!next.is_empty()).then_some(next),
+            entries,
         })
     }
 
-    fn text(self) -> String {
-        format!("{} {}", self.first_created.nanos(), self.users)
+    /// Whether `id` belongs in this block (it is at or above the block's key: the caller's).
+    fn covers(&self, key: &str, id: &str) -> Result<bool, StoreError> {
+        match self.next {
+            None => Ok(true),
+            Some(next) => Ok(id < unescape(next).ok_or_else(|| corrupt(INDEX, key))?.as_ref()),
+        }
+    }
+
+    /// Each user's creation time and escaped id.
+    fn users(&self, key: &str) -> impl Iterator<Item = Result<(Timestamp, &'a str), StoreError>> {
+        let key = key.to_string();
+        self.entries.split('\n').map(move |line| {
+            line.split_once(' ')
+                .and_then(|(t, id)| Some((time(t)?, id)))
+                .ok_or_else(|| corrupt(INDEX, &key))
+        })
     }
 }
 
-/// The first document of a range.
-fn first(
-    docs: &dyn Documents,
-    collection: &str,
-    from: Bound<&str>,
-    to: Bound<&str>,
-    direction: Direction,
-) -> Result<Option<(String, String)>, StoreError> {
-    Ok(docs.range(collection, from, to, direction, 1)?.pop())
+/// A block's text: its users (creation time, escaped id; in id order) and the next key (escaped).
+fn index_text(users: &[(Timestamp, Cow<'_, str>)], next: Option<&str>) -> String {
+    let mut doc = String::with_capacity(48 + users.len() * 40);
+    let first = users
+        .iter()
+        .map(|u| u.0)
+        .min()
+        .unwrap_or(Timestamp(i64::MAX));
+    push_nanos(&mut doc, first);
+    doc.push(' ');
+    doc.push_str(itoa::Buffer::new().format(users.len()));
+    doc.push('\n');
+    doc.push_str(next.unwrap_or(""));
+    for (t, id) in users {
+        doc.push('\n');
+        push_nanos(&mut doc, *t);
+        doc.push(' ');
+        doc.push_str(id);
+    }
+    doc
 }
 
-/// Counts a user created at `created` (its recent document already written) in its block.
-fn count_created(docs: &mut dyn Documents, id: &str, created: Timestamp) -> Result<(), StoreError> {
-    let below = first(
-        docs,
-        BLOCKS,
-        Bound::Unbounded,
-        Bound::Included(id),
-        Direction::Descending,
-    )?;
-    let (key, block) = match below {
-        Some((key, value)) => {
-            let block = Block::parse(&key, &value)?;
-            (key, block)
+/// Block keys [`UsersAtIndexProjection`] keeps at most as hints.
+const HINTS_MAX: usize = 1_000_000;
+
+/// The index projection: every user ever created, in blocks of consecutive ids (see the
+/// module's docs), with the keys of the blocks it has seen as hints (see [`Self::block_of`]).
+#[derive(Default)]
+pub struct UsersAtIndexProjection {
+    hints: RefCell<BTreeSet<String>>,
+}
+
+impl UsersAtIndexProjection {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn hint(&self, key: &str) {
+        let mut hints = self.hints.borrow_mut();
+        if hints.len() >= HINTS_MAX {
+            hints.clear();
         }
-        None => {
-            // Before every block: the first block now starts at this user.
-            match first(
-                docs,
-                BLOCKS,
-                Bound::Unbounded,
-                Bound::Unbounded,
-                Direction::Ascending,
-            )? {
-                Some((key, value)) => {
-                    let block = Block::parse(&key, &value)?;
-                    docs.put(BLOCKS, &key, None)?;
-                    (id.to_string(), block)
+        if !hints.contains(key) {
+            hints.insert(key.to_string());
+        }
+    }
+
+    /// The block `id` belongs in: the one with the greatest key at or below it (`None`: there is
+    /// no block yet). A hint (the greatest key seen at or below `id`) is taken only once its
+    /// document, read in this transaction, says it reaches past `id` (every block names the
+    /// next one's key): so a hint from a transaction that was rolled back, or stale on a store
+    /// other nodes write to, is never trusted; else the store is searched.
+    fn block_of(
+        &self,
+        docs: &dyn Documents,
+        id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        use std::ops::Bound as B;
+        let hinted = self
+            .hints
+            .borrow()
+            .range::<str, _>((B::Unbounded, B::Included(id)))
+            .next_back()
+            .cloned();
+        if let Some(key) = hinted {
+            if let Some(doc) = docs.get(INDEX, &key)? {
+                if IndexBlock::parse(&key, &doc)?.covers(&key, id)? {
+                    return Ok(Some((key, doc)));
                 }
-                None => (
-                    id.to_string(),
-                    Block {
-                        first_created: created,
-                        users: 0,
-                    },
-                ),
             }
         }
-    };
-    let block = Block {
-        first_created: block.first_created.min(created),
-        users: block.users + 1,
-    };
-    if block.users <= BLOCK_MAX {
-        return docs.put(BLOCKS, &key, Some(&block.text()));
-    }
-    // Split in two halves by id: the block's users are its recent documents.
-    let users = docs.range(
-        RECENT,
-        Bound::Included(&key),
-        Bound::Unbounded,
-        Direction::Ascending,
-        block.users,
-    )?;
-    let half = users.len() / 2;
-    for (i, part) in [&users[..half], &users[half..]].into_iter().enumerate() {
-        let mut first_created = Timestamp(i64::MAX);
-        for (k, doc) in part {
-            first_created = first_created.min(History::parse(RECENT, k, doc)?.created);
+        let found = docs
+            .range(
+                INDEX,
+                Bound::Unbounded,
+                Bound::Included(id),
+                Direction::Descending,
+                1,
+            )?
+            .pop();
+        if let Some((key, _)) = &found {
+            self.hint(key);
         }
-        let block = Block {
-            first_created,
-            users: part.len(),
-        };
-        let at = if i == 0 {
-            key.as_str()
-        } else {
-            part[0].0.as_str()
-        };
-        docs.put(BLOCKS, at, Some(&block.text()))?;
+        Ok(found)
     }
-    Ok(())
+}
+
+impl Projection for UsersAtIndexProjection {
+    fn name(&self) -> &'static str {
+        "users_at_index"
+    }
+
+    fn collections(&self) -> &'static [&'static str] {
+        &[INDEX]
+    }
+
+    /// A user's creation listed in its block (a forgotten user's too: its id and time stay).
+    fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), StoreError> {
+        if event.stream.category != User::CATEGORY || event.event_type != "UserCreated" {
+            return Ok(());
+        }
+        let id = event.stream.id.as_str();
+        let t = event.timestamp;
+        let Some((key, doc)) = self.block_of(docs, id)? else {
+            // The first block: keyed by the empty id, below every other.
+            let doc = index_text(&[(t, Cow::Owned(escaped(id)))], None);
+            self.hint("");
+            return docs.put(INDEX, "", Some(&doc));
+        };
+        let block = IndexBlock::parse(&key, &doc)?;
+        // Where the user's line goes (the byte it goes before; none: at the end).
+        let mut at = None;
+        let mut offset = doc.len() - block.entries.len();
+        for line in block.entries.split('\n') {
+            let (_, e) = line.split_once(' ').ok_or_else(|| corrupt(INDEX, &key))?;
+            let other = match e.as_bytes().contains(&b'\\') {
+                false => Cow::Borrowed(e),
+                true => unescape(e).ok_or_else(|| corrupt(INDEX, &key))?,
+            };
+            match other.as_ref().cmp(id) {
+                std::cmp::Ordering::Equal => return Ok(()),
+                std::cmp::Ordering::Greater => {
+                    at = Some(offset);
+                    break;
+                }
+                std::cmp::Ordering::Less => {}
+            }
+            offset += line.len() + 1;
+        }
+        if block.users < BLOCK_MAX {
+            // The block's text with the line spliced in (and the earliest time, if it is).
+            let mut new = String::with_capacity(doc.len() + 24 + id.len() + SLACK);
+            push_nanos(&mut new, block.first_created.min(t));
+            new.push(' ');
+            new.push_str(itoa::Buffer::new().format(block.users + 1));
+            let rest = &doc[doc.len() - block.entries.len() - block.next.map_or(0, str::len) - 1..];
+            let mut line = String::with_capacity(24 + id.len());
+            push_nanos(&mut line, t);
+            line.push(' ');
+            push_escaped(&mut line, id);
+            new.push('\n');
+            match at {
+                Some(at) => {
+                    let at = at - (doc.len() - rest.len());
+                    new.push_str(&rest[..at]);
+                    new.push_str(&line);
+                    new.push('\n');
+                    new.push_str(&rest[at..]);
+                }
+                None => {
+                    new.push_str(rest);
+                    new.push('\n');
+                    new.push_str(&line);
+                }
+            }
+            return docs.put(INDEX, &key, Some(&new));
+        }
+        let mut users = Vec::with_capacity(BLOCK_MAX + 1);
+        for user in block.users(&key) {
+            let (created, e) = user?;
+            users.push((created, Cow::Borrowed(e)));
+        }
+        let at = match at {
+            Some(at) => doc[..at].matches('\n').count() - 2,
+            None => users.len(),
+        };
+        users.insert(at, (t, Cow::Owned(escaped(id))));
+        // Split in two halves: the second keyed by its first user.
+        let (low, high) = users.split_at(users.len() / 2);
+        let high_key = unescape(&high[0].1)
+            .ok_or_else(|| corrupt(INDEX, &key))?
+            .into_owned();
+        docs.put(INDEX, &key, Some(&index_text(low, Some(&high[0].1))))?;
+        docs.put(INDEX, &high_key, Some(&index_text(high, block.next)))?;
+        self.hint(&high_key);
+        Ok(())
+    }
 }
 
 impl Projection for UsersAtProjection {
@@ -399,7 +568,7 @@ impl Projection for UsersAtProjection {
     }
 
     fn collections(&self) -> &'static [&'static str] {
-        &[RECENT, PAST, BLOCKS]
+        &[RECENT, PAST]
     }
 
     /// The event's change appended to its user's recent document (the event's data: every
@@ -412,16 +581,13 @@ impl Projection for UsersAtProjection {
         let id = &event.stream.id;
         if event.event_type == "UserForgotten" {
             // Every state of the user is dropped, in the transaction that destroys its key
-            // (docs/forgetting.md); its block still counts it, whichever way it was built.
+            // (docs/forgetting.md); the index still lists it (id and creation time only).
             self.written.borrow_mut().take(id, event.version - 1);
             return forget(docs, id);
         }
         if event.data == GONE {
-            // An event of a forgotten user, replayed (its data is gone): counted in its block
-            // as it was when first applied; the rest went with the forget.
-            if event.event_type == "UserCreated" {
-                return count_created(docs, id, event.timestamp);
-            }
+            // An event of a forgotten user, replayed (its data is gone): the forget dropped
+            // everything this projection had of it.
             return Ok(());
         }
         let change = match event.event_type.as_str() {
@@ -454,7 +620,7 @@ impl Projection for UsersAtProjection {
                 doc.push_str(change);
                 docs.put(RECENT, id, Some(&doc))?;
                 self.written.borrow_mut().put(id, event.version, doc);
-                return count_created(docs, id, t);
+                return Ok(());
             }
             // A change to a user never created: nothing to show.
             None => return Ok(()),
@@ -506,28 +672,46 @@ pub fn list_at(
     // time may pass thousands of blocks whose users were all created later).
     let mut fetch: usize = 32;
     let mut users = Vec::new();
-    // The block holding `after` (none before the first block: it starts at the smallest
-    // user), then the blocks after it, a few at a time.
-    let mut current = match after {
-        Some(a) => store
+    let mut queue = std::collections::VecDeque::new();
+    // The last block key read.
+    let mut fetched: Option<String> = None;
+    // The block holding `after`, then the blocks after it.
+    if let Some(a) = after {
+        if let Some(block) = store
             .document_range(
-                BLOCKS,
+                INDEX,
                 Bound::Unbounded,
                 Bound::Included(a),
                 Direction::Descending,
                 1,
             )?
-            .pop(),
-        None => None,
+            .pop()
+        {
+            fetched = Some(block.0.clone());
+            queue.push_back(block);
+        }
+    }
+    // Whether a creation time, as an index line writes it, is at or before `t`: compared as
+    // text when both are decimals of as many digits (no sign), so most lines are not parsed.
+    let mut digits = itoa::Buffer::new();
+    let t_text = digits.format(t.nanos());
+    let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let t_plain = plain(t_text);
+    let by = |created: &str| -> Option<bool> {
+        if t_plain && created.len() == t_text.len() && plain(created) {
+            return Some(created <= t_text);
+        }
+        time(created).map(|c| c <= t)
     };
-    let mut queue = std::collections::VecDeque::new();
-    let mut fetched = current.as_ref().map(|(k, _): &(String, String)| k.clone());
     let mut exhausted = false;
     loop {
-        if queue.is_empty() && !exhausted {
+        if queue.is_empty() {
+            if exhausted {
+                break;
+            }
             let lower = fetched.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
             let more = store.document_range(
-                BLOCKS,
+                INDEX,
                 lower,
                 Bound::Unbounded,
                 Direction::Ascending,
@@ -535,47 +719,61 @@ pub fn list_at(
             )?;
             exhausted = more.len() < fetch;
             fetch = (fetch * 2).min(1024);
-            fetched = more.last().map(|(k, _)| k.clone()).or(fetched);
+            match more.last() {
+                Some((k, _)) => fetched = Some(k.clone()),
+                None => break,
+            }
             queue.extend(more);
         }
-        if let Some((key, value)) = &current {
-            let block = Block::parse(key, value)?;
-            if block.first_created <= t {
-                let end = queue.front().map(|(k, _)| k.as_str());
-                let to = end.map_or(Bound::Unbounded, Bound::Excluded);
-                let mut from = match after {
-                    Some(a) if a >= key.as_str() => Bound::Excluded(a.to_string()),
-                    _ => Bound::Included(key.clone()),
-                };
-                loop {
-                    // The whole block in one read (a block has at most BLOCK_MAX users).
-                    let want = BLOCK_MAX;
-                    let docs = store.document_range(
-                        RECENT,
-                        from.as_ref().map(String::as_str),
-                        to,
-                        Direction::Ascending,
-                        want,
-                    )?;
-                    for (id, doc) in &docs {
-                        let recent = History::parse(RECENT, id, doc)?;
-                        if let Some(state) = state_of(store, id, &recent, t)? {
-                            if users.len() == limit {
-                                return Ok(Page { users, more: true });
-                            }
-                            users.push((id.clone(), state));
-                        }
-                    }
-                    match docs.last() {
-                        Some((id, _)) if docs.len() == want => from = Bound::Excluded(id.clone()),
-                        _ => break,
-                    }
-                }
-            }
+        let Some((key, doc)) = queue.pop_front() else {
+            break;
+        };
+        let block = IndexBlock::parse(&key, &doc)?;
+        if block.first_created > t {
+            continue;
         }
-        match queue.pop_front() {
-            Some(next) => current = Some(next),
-            None => break,
+        // The users of the block created by `t` (and after `after`), each with its place in
+        // the block; only the recent documents from the first to the last of them are read.
+        let mut wanted: Vec<(usize, Cow<'_, str>)> = Vec::new();
+        for (i, line) in block.entries.split('\n').enumerate() {
+            let (created, e) = line.split_once(' ').ok_or_else(|| corrupt(INDEX, &key))?;
+            if !by(created).ok_or_else(|| corrupt(INDEX, &key))? {
+                continue;
+            }
+            let id = unescape(e).ok_or_else(|| corrupt(INDEX, &key))?;
+            if after.is_some_and(|a| id.as_ref() <= a) {
+                continue;
+            }
+            wanted.push((i, id));
+        }
+        let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
+            continue;
+        };
+        let span = last.0 - first.0 + 1;
+        let mut found = |id: &str, doc: &str| -> Result<bool, StoreError> {
+            let recent = History::parse(RECENT, id, doc)?;
+            if let Some(state) = state_of(store, id, &recent, t)? {
+                if users.len() == limit {
+                    return Ok(true);
+                }
+                users.push((id.to_string(), state));
+            }
+            Ok(false)
+        };
+        // The documents from the first to the last wanted in one read (those in between were
+        // created after `t`, and decide so themselves): on SQLite a statement costs more than
+        // the few rows it would skip.
+        let docs = store.document_range(
+            RECENT,
+            Bound::Included(&first.1),
+            Bound::Included(&last.1),
+            Direction::Ascending,
+            span,
+        )?;
+        for (id, doc) in &docs {
+            if found(id, doc)? {
+                return Ok(Page { users, more: true });
+            }
         }
     }
     Ok(Page { users, more: false })
@@ -628,5 +826,61 @@ mod tests {
         assert_eq!(at(9), None);
         assert!(History::parse(RECENT, "u", "5 5\nnull\n7 [1]").is_err());
         assert!(History::parse(RECENT, "u", "5\nnull").is_err());
+    }
+
+    #[test]
+    fn the_index_lists_every_user_once_in_id_order_in_blocks_that_name_the_next() {
+        use crate::store::{
+            EventStore, MemoryStore, StoreRead, StoreWrite, StreamId, FIRST_SCHEMA,
+        };
+        let mut ids: Vec<String> = (0..300u32)
+            .map(|i| format!("u{}", (i * 7919) % 1000))
+            .collect();
+        ids.extend(["", "a\\b", "a\nb", "a\\", "\\", "\n", "z\n\\n"].map(String::from));
+        let p = UsersAtIndexProjection::new();
+        let mut store = MemoryStore::new();
+        let mut tx = store.begin().unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let event = RecordedEvent {
+                stream: StreamId::new(User::CATEGORY, id.clone()),
+                version: 1,
+                position: i as u64 + 1,
+                event_type: "UserCreated".into(),
+                schema: FIRST_SCHEMA,
+                timestamp: Timestamp(1000 - i as i64),
+                data: GONE.into(),
+            };
+            p.apply(&mut tx, &event).unwrap();
+            // Applied twice (a replay of the same creation): listed once.
+            p.apply(&mut tx, &event).unwrap();
+        }
+        tx.commit().unwrap();
+        let blocks = store.documents(INDEX, None, usize::MAX).unwrap();
+        let mut listed = Vec::new();
+        for (i, (key, doc)) in blocks.iter().enumerate() {
+            let block = IndexBlock::parse(key, doc).unwrap();
+            let users: Vec<_> = block.users(key).map(Result::unwrap).collect();
+            assert!(!users.is_empty() && users.len() <= BLOCK_MAX, "{key:?}");
+            assert_eq!(block.users, users.len());
+            assert_eq!(
+                block.first_created,
+                users.iter().map(|u| u.0).min().unwrap()
+            );
+            let next = block.next.map(|n| unescape(n).unwrap().into_owned());
+            assert_eq!(next.as_ref(), blocks.get(i + 1).map(|b| &b.0));
+            for (created, e) in users {
+                let id = unescape(e).unwrap().into_owned();
+                assert!(id.as_str() >= key.as_str());
+                assert!(next.as_ref().is_none_or(|n| &id < n));
+                let at = ids.iter().position(|x| *x == id).unwrap();
+                assert_eq!(created, Timestamp(1000 - at as i64));
+                listed.push(id);
+            }
+        }
+        let mut expected = ids.clone();
+        expected.sort();
+        expected.dedup();
+        assert_eq!(listed, expected);
+        assert_eq!(blocks[0].0, "");
     }
 }
