@@ -375,8 +375,8 @@ fn check_one<S: EventStore>(
 ) -> Result<bool, StoreError> {
     let mut store = registry.view(store);
     master::verify(&store, registry.master_key())?;
-    let projections = registry.projections();
-    let projection::Checked { unbuilt, problems } = projection::check(&mut store, &projections)?;
+    let projection::Checked { unbuilt, problems } =
+        projection::check(&mut store, || registry.projections())?;
     for projection in unbuilt {
         println!(
             "{name}: projection {projection}: not built yet (new since this store was written); \

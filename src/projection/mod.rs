@@ -258,26 +258,29 @@ pub struct Checked {
 /// the log in a transaction that is then rolled back: they are checked as a node would build
 /// them when it opens the store, and the store is left as it was. (On a shared store that
 /// transaction writes checkpoints: it happens only before any node of this version opened
-/// the store, since a node builds what is missing when it opens it.)
+/// the store, since a node builds what is missing when it opens it.) `projections` makes a
+/// fresh set each time it is called: the replay never uses the objects that built the store
+/// (a projection may keep what it wrote in memory, and must not hand it to the replay).
 pub fn check<S: EventStore>(
     store: &mut S,
-    projections: &[Box<dyn Projection>],
+    projections: impl Fn() -> Vec<Box<dyn Projection>>,
 ) -> Result<Checked, StoreError> {
-    let unbuilt: Vec<String> = unbuilt(store, projections)?
+    let builders = projections();
+    let unbuilt: Vec<String> = unbuilt(store, &builders)?
         .into_iter()
         .map(str::to_string)
         .collect();
     if unbuilt.is_empty() {
-        let problems = verify(store, projections)?;
+        let problems = verify(store, &projections())?;
         return Ok(Checked { unbuilt, problems });
     }
     let mut tx = store.begin()?;
-    for p in projections {
+    for p in &builders {
         if unbuilt.iter().any(|name| name == p.name()) {
             catch_up_one(p.as_ref(), &mut tx)?;
         }
     }
-    let problems = verify(&tx, projections)?;
+    let problems = verify(&tx, &projections())?;
     drop(tx); // rolled back: the store is as it was
     Ok(Checked { unbuilt, problems })
 }
@@ -416,28 +419,35 @@ mod tests {
     /// The projection, and its count of applies.
     fn counting(drift: bool) -> (Vec<Box<dyn Projection>>, Arc<AtomicU64>) {
         let applies = Arc::new(AtomicU64::new(0));
-        let p = Counting {
-            applies: applies.clone(),
-            drift,
-        };
-        (vec![Box::new(p)], applies)
+        (counting_into(drift, applies.clone()), applies)
+    }
+
+    /// The projection, counting its applies into `applies`.
+    fn counting_into(drift: bool, applies: Arc<AtomicU64>) -> Vec<Box<dyn Projection>> {
+        vec![Box::new(Counting { applies, drift })]
     }
 
     #[test]
     fn check_builds_an_unbuilt_projection_and_leaves_the_store_as_it_was() {
         let mut store = unbuilt_store();
-        let (projections, applies) = counting(false);
-        let checked = check(&mut store, &projections).unwrap();
+        let applies = Arc::new(AtomicU64::new(0));
+        let made = AtomicU64::new(0);
+        let projections = || {
+            made.fetch_add(1, Ordering::Relaxed);
+            counting_into(false, applies.clone())
+        };
+        let checked = check(&mut store, projections).unwrap();
         assert_eq!(checked.unbuilt, ["counting"]);
         assert!(checked.problems.is_empty(), "{:?}", checked.problems);
-        // Built in the store's transaction (4 events) and in the replay (4 more).
+        // Built in the store's transaction (4 events) and in the replay (4 more), each by a
+        // set of its own.
         assert_eq!(applies.load(Ordering::Relaxed), 8);
-        let p = &projections[0];
-        assert_eq!(store.checkpoint(p.name()).unwrap(), 0, "rolled back");
+        assert_eq!(made.load(Ordering::Relaxed), 2);
+        assert_eq!(store.checkpoint("counting").unwrap(), 0, "rolled back");
         assert!(store.documents("counted", None, 10).unwrap().is_empty());
         // A second check finds it unbuilt still.
         assert_eq!(
-            check(&mut store, &projections).unwrap().unbuilt,
+            check(&mut store, projections).unwrap().unbuilt,
             ["counting"]
         );
     }
@@ -445,7 +455,9 @@ mod tests {
     #[test]
     fn check_compares_an_unbuilt_projection_once_built_with_a_replay() {
         let mut store = unbuilt_store();
-        let checked = check(&mut store, &counting(true).0).unwrap();
+        // One count across both sets: the replay's numbers follow the build's.
+        let applies = Arc::new(AtomicU64::new(0));
+        let checked = check(&mut store, || counting_into(true, applies.clone())).unwrap();
         assert_eq!(checked.unbuilt, ["counting"]);
         assert_eq!(checked.problems.len(), 1, "{:?}", checked.problems);
         assert!(
