@@ -371,8 +371,8 @@ fn seal_with<A: AeadInPlace>(
     })
     .expect("the AEAD seals any message of this size");
     bytes.extend_from_slice(&tag);
-    // Room for the encoder's last whole stores too (b64::encode_into).
-    let mut out = String::with_capacity(2 + bytes.len().div_ceil(3) * 4 + 32);
+    // The quotes and the base64: one allocation.
+    let mut out = String::with_capacity(2 + bytes.len().div_ceil(3) * 4);
     out.push('"');
     b64::encode_into(&bytes, &mut out);
     out.push('"');
