@@ -114,12 +114,20 @@ fn with_a_master_key_no_user_key_is_in_the_store_in_clear() {
     assert_eq!(at["data"]["name"], "Wrapped u3", "{at}");
     node.finish().assert_clean();
 
-    // check and export need it as well.
-    let check = run_cli(with_key(dir.path(), None).arg("check"));
-    assert_eq!(check.status.code(), Some(2), "{check:?}");
+    // check, export and rebuild need it as well (docs/forgetting.md says so of each).
+    for (sub, key) in [
+        ("check", None),
+        ("export", None),
+        ("rebuild", None),
+        ("rebuild", Some(&other)),
+    ] {
+        let mut cmd = with_key(dir.path(), key.map(PathBuf::as_path));
+        let end = run_cli(cmd.arg(sub));
+        assert_eq!(end.status.code(), Some(2), "{sub} {key:?}: {end:?}");
+        assert!(end.stderr.contains("master key"), "{sub}: {}", end.stderr);
+    }
     run_cli(with_key(dir.path(), Some(&master)).arg("check")).assert_success();
-    let export = run_cli(with_key(dir.path(), None).arg("export"));
-    assert_eq!(export.status.code(), Some(2), "{export:?}");
+    run_cli(with_key(dir.path(), Some(&master)).arg("rebuild")).assert_success();
 }
 
 #[test]
@@ -198,6 +206,10 @@ fn an_export_imports_into_a_store_with_a_master_key() {
     let mut node = Node::spawn(&mut with_key(to.path(), Some(&master)));
     assert_eq!(node.call(&get_user(1, "u1"))["data"]["name"], "Moved Along");
     node.finish().assert_clean();
+    // The imported store is marked: without the master key it is refused.
+    let mut node = Node::spawn(&mut with_key(to.path(), None));
+    node.send(&get_user(1, "u1"));
+    assert_eq!(node.finish().status.code(), Some(2));
 }
 
 #[test]

@@ -118,9 +118,7 @@ impl Cluster {
     }
 
     fn run(&self, action: &str) -> String {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-test-cluster");
-        let out = std::process::Command::new(script)
+        let out = std::process::Command::new(cluster_script())
             .arg(action)
             .arg(&self.dir)
             .output()
@@ -136,11 +134,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-test-cluster");
-        let _ = std::process::Command::new(script)
+        let _ = std::process::Command::new(cluster_script())
             .arg("stop")
             .arg(&self.dir)
             .status();
     }
+}
+
+/// `scripts/pg-test-cluster` of this repository.
+fn cluster_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-test-cluster")
 }
