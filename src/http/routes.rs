@@ -18,8 +18,11 @@ use serde_json::{json, Map, Value};
 use super::guard::{self, Guard};
 use super::problem::{codes, Problem};
 use super::{feed, App};
+use crate::domain::user::User;
+use crate::domain::Aggregate;
 use crate::node::{self, Reply, Request};
 use crate::protocol::{self, reply, Body as ProtocolBody, Incoming};
+use crate::store::StreamId;
 
 type Shared = State<Arc<App>>;
 type Answer = Result<Response, Problem>;
@@ -342,10 +345,14 @@ async fn get_user(
             .await?,
         ),
         (None, None) => {
-            // GetUser's state carries no version: the history, read in the same batch, has it.
+            // GetUser's state carries no version: the stream's, read in the same batch (so of
+            // the same state), names it.
             let requests = vec![
                 query_request(&app, "GetUser", json!({ "userId": id })),
-                query_request(&app, "GetUserHistory", json!({ "userId": id })),
+                Request::Query(Ok(node::query::Query::Version(StreamId::new(
+                    User::CATEGORY,
+                    &id,
+                )))),
             ];
             let mut replies = app
                 .bridge
@@ -353,21 +360,15 @@ async fn get_user(
                 .await
                 .map_err(|_| unavailable())?
                 .into_iter();
-            let (Some(user), Some(history)) = (replies.next(), replies.next()) else {
+            let (Some(user), Some(version)) = (replies.next(), replies.next()) else {
                 return Err(unavailable());
             };
             let user = data(user)?;
             if is_null(&user) {
                 return Err(no_user(&id));
             }
-            /// Only the history's version is needed: its events are skipped, not built.
-            #[derive(serde::Deserialize)]
-            struct Version {
-                version: Option<u64>,
-            }
-            let history: Option<Version> = serde_json::from_str(data(history)?.get())
+            let version: u64 = serde_json::from_str(data(version)?.get())
                 .map_err(|e| Problem::unavailable(e.to_string()))?;
-            let version = history.and_then(|h| h.version).unwrap_or(0);
             let tag = etag(version);
             if let Some(none_match) = header_text(&headers, "if-none-match")? {
                 let hit = none_match == "*"

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::command::code;
 use super::{Failure, Reply};
 use crate::plugin::{self, Registry, Unreadable};
-use crate::store::{Position, StoreError, StoreRead};
+use crate::store::{Position, StoreError, StoreRead, StreamId};
 
 /// `ReadEvents` page size when none is given, and the largest (larger limits are cut to it).
 pub const DEFAULT_EVENTS: u64 = 100;
@@ -21,6 +21,11 @@ pub enum Query {
     Plugin(plugin::Query),
     /// A page of the global log: events with a position after `after`, at most `limit`.
     ReadEvents { after: Position, limit: usize },
+    /// The version of one aggregate's stream (0: it has no events), answered as a JSON number.
+    /// Not a protocol query (no `type` reads as it): a front end asks it beside a query of the
+    /// same batch, which reads the same state, for the version an HTTP `ETag` names. It reads
+    /// the stream's head only, never its events ([`StoreRead::stream_version`]).
+    Version(StreamId),
 }
 
 /// A query's JSON object, split into the keys the node reads (see
@@ -175,6 +180,9 @@ pub(super) fn run(
     let answer = match query {
         Query::Plugin(q) => registry.answer(store, q),
         Query::ReadEvents { after, limit } => events_page(store, *after, *limit),
+        Query::Version(stream) => store
+            .stream_version(stream)
+            .and_then(|v| to_raw_value(&v).map_err(|e| StoreError::Corrupt(e.to_string()))),
     };
     match answer {
         Ok(data) => Reply::Data(data),
