@@ -734,6 +734,12 @@ async fn metrics_count_commands_batches_and_the_head() {
     t.create("u1", "A", "2024-01-10T08:00:00Z").await;
     t.create("u1", "A", "2024-01-10T08:00:00Z").await;
     t.command(json!({"type": "Bogus", "payload": {}})).await;
+    // A retried commandId gets its first reply again: its event is counted once.
+    let retried = json!({"type": "CreateUser", "commandId": "m-1",
+        "payload": {"id": "u2", "name": "B", "email": "b@example.com"}});
+    for _ in 0..2 {
+        assert_eq!(t.command(retried.clone()).await.status, StatusCode::CREATED);
+    }
     let got = t.get("/metrics").await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(
@@ -742,12 +748,12 @@ async fn metrics_count_commands_batches_and_the_head() {
     );
     let text = got.body;
     for line in [
-        "cqrs_commands_total{type=\"CreateUser\",outcome=\"ok\"} 1",
+        "cqrs_commands_total{type=\"CreateUser\",outcome=\"ok\"} 3",
         "cqrs_commands_total{type=\"CreateUser\",outcome=\"already_exists\"} 1",
         "cqrs_commands_total{type=\"unknown\",outcome=\"unknown_command\"} 1",
-        "cqrs_command_duration_seconds_count 3",
-        "cqrs_events_appended_total 1",
-        "cqrs_store_head_position 1",
+        "cqrs_command_duration_seconds_count 5",
+        "cqrs_events_appended_total 2",
+        "cqrs_store_head_position 2",
         "cqrs_requests_queued 0",
         "cqrs_live_feed_clients 0",
         "# TYPE cqrs_commit_duration_seconds histogram",

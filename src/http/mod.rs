@@ -128,7 +128,9 @@ impl<W: Worker<Request = Request, Reply = Reply>> Worker for Notify<W> {
         let mut events = 0u64;
         self.inner.handle(batch, &mut |reply| {
             if let Reply::Done(d) = &reply {
-                events += d.events.len() as u64;
+                if !d.repeated {
+                    events += d.events.len() as u64;
+                }
             }
             deliver(reply)
         });
@@ -137,8 +139,6 @@ impl<W: Worker<Request = Request, Reply = Reply>> Worker for Notify<W> {
         }
         if events > 0 {
             m.events_appended.fetch_add(events, Ordering::Relaxed);
-            // A retried commandId's reply names events appended before: a spurious wake-up,
-            // harmless (the feed reads what is new, if anything).
             self.appended.send_modify(|n| *n += 1);
         }
     }

@@ -313,7 +313,10 @@ pub(super) fn execute<T: StoreWrite>(
             let first: Remembered = serde_json::from_str(&doc)
                 .map_err(|e| StoreError::Corrupt(format!("command id '{}': {e}", id.id)))?;
             let reply = if first.fingerprint == id.fingerprint {
-                Reply::Done(first.reply)
+                Reply::Done(Done {
+                    repeated: true,
+                    ..first.reply
+                })
             } else {
                 Reply::Refused(Failure::new(
                     code::COMMAND_ID_REUSED,

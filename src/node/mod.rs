@@ -97,6 +97,10 @@ pub struct Done {
     pub events: Vec<Appended>,
     /// The aggregate's version after the command.
     pub version: Version,
+    /// The first reply of a retried `commandId`, given again: its events were appended by the
+    /// first command, not this one (so front ends do not count them again). Never stored.
+    #[serde(skip)]
+    pub repeated: bool,
 }
 
 /// One event a command appended, as its reply names it.
@@ -120,6 +124,7 @@ impl From<Executed> for Done {
                 })
                 .collect(),
             version: e.version,
+            repeated: false,
         }
     }
 }
