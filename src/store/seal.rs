@@ -199,51 +199,76 @@ const CACHE_CAPACITY: usize = 100_000;
 type Hasher = foldhash::fast::RandomState;
 
 /// The live keys this process wrote or read while appending, so that an append to a known
-/// stream reads nothing from the key store. Off on a shared store (another node may destroy a
-/// key at any time).
+/// stream reads nothing from the key store; each with the stream's version after the last
+/// append this process made with it.
+///
+/// On a store only this node writes, every key here is live (only this node destroys keys, and
+/// its commits update the cache), for reads and appends alike. On a shared store another node
+/// may destroy a key at any time, so reads never use the cache, and an append uses a cached key
+/// only when it expects the stream at exactly the cached version: a key is destroyed only in
+/// the transaction that appends the stream's `UserForgotten`, so a stream still at that version
+/// has not been forgotten since; if it moved, the append fails its version check (under the
+/// store's write lock) and nothing sealed with the stale key is stored.
 #[derive(Default)]
 pub struct KeyCache {
-    keys: HashMap<StreamId, StreamKey, Hasher>,
+    keys: HashMap<StreamId, (StreamKey, Version), Hasher>,
 }
 
 impl KeyCache {
     fn get(&self, stream: &StreamId) -> Option<KeyState> {
-        self.keys.get(stream).map(|k| live(*k))
+        self.keys.get(stream).map(|(k, _)| live(*k))
     }
 }
 
 /// A transaction's view of the key cache: the keys it added and destroyed (`None`), applied to
 /// the cache only when it commits.
 pub struct TxKeys<'a> {
-    /// `None` on a shared store.
-    cache: Option<&'a mut KeyCache>,
-    changed: HashMap<StreamId, Option<StreamKey>, Hasher>,
+    cache: &'a mut KeyCache,
+    /// The store is shared: see [`KeyCache`].
+    shared: bool,
+    changed: HashMap<StreamId, Option<(StreamKey, Version)>, Hasher>,
 }
 
 impl TxKeys<'_> {
     fn get(&self, stream: &StreamId) -> Option<KeyState> {
         match self.changed.get(stream) {
-            Some(Some(k)) => Some(live(*k)),
+            Some(Some((k, _))) => Some(live(*k)),
             Some(None) => Some(KeyState::Destroyed),
-            None => self.cache.as_ref().and_then(|c| c.get(stream)),
+            None if self.shared => None,
+            None => self.cache.get(stream),
+        }
+    }
+
+    /// The key an append expecting `expected` may seal with, if known (see [`KeyCache`]).
+    fn for_append(&self, stream: &StreamId, expected: ExpectedVersion) -> Option<KeyState> {
+        if !self.shared || self.changed.contains_key(stream) {
+            return self.get(stream);
+        }
+        match (self.cache.keys.get(stream), expected) {
+            (Some((k, at)), ExpectedVersion::Exact(v)) if *at == v => Some(live(*k)),
+            _ => None,
         }
     }
 }
 
 /// Where a store or a transaction finds keys before it asks the key store.
 pub trait Keys {
+    /// The cached state of a stream's key, for a read (`shared`: of a shared store).
     #[doc(hidden)]
-    fn cached(&self, stream: &StreamId) -> Option<KeyState>;
+    fn cached(&self, stream: &StreamId, shared: bool) -> Option<KeyState>;
 }
 
 impl Keys for KeyCache {
-    fn cached(&self, stream: &StreamId) -> Option<KeyState> {
-        self.get(stream)
+    fn cached(&self, stream: &StreamId, shared: bool) -> Option<KeyState> {
+        match shared {
+            true => None,
+            false => self.get(stream),
+        }
     }
 }
 
 impl Keys for TxKeys<'_> {
-    fn cached(&self, stream: &StreamId) -> Option<KeyState> {
+    fn cached(&self, stream: &StreamId, _shared: bool) -> Option<KeyState> {
         self.get(stream)
     }
 }
@@ -454,7 +479,7 @@ impl<S> Sealed<S> {
 impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> Sealed<S, P, K> {
     /// A stream's key: from the cache, else from the key store.
     fn key(&self, stream: &StreamId) -> Result<KeyState> {
-        match self.keys.cached(stream) {
+        match self.keys.cached(stream, self.inner.shared()) {
             Some(state) => Ok(state),
             None => key_state(&self.inner, &self.personal, stream),
         }
@@ -610,7 +635,7 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
         let mut state = if expected == ExpectedVersion::Exact(0) {
             KeyState::None
         } else {
-            match self.keys.cached(stream) {
+            match self.keys.for_append(stream, expected) {
                 Some(state) => state,
                 None => {
                     from_store = true;
@@ -670,12 +695,15 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
                 None => key.text(),
             };
             self.inner.put_document(KEYS, &name, Some(&document))?;
-            self.keys.changed.insert(stream.clone(), Some(key));
-        } else if let (KeyState::Live(_, key), true, Some(_)) =
-            (&state, from_store, &self.keys.cache)
-        {
-            // Read from the key store: kept for the stream's next append.
-            self.keys.changed.insert(stream.clone(), Some(*key));
+            let at = recorded.last().map_or(0, |e| e.version);
+            self.keys.changed.insert(stream.clone(), Some((key, at)));
+        } else if let KeyState::Live(_, key) = &state {
+            // Read from the key store: kept for the stream's next append. On a shared store,
+            // with the version the stream reached (see `KeyCache`).
+            if from_store || self.keys.shared {
+                let at = recorded.last().map_or(0, |e| e.version);
+                self.keys.changed.insert(stream.clone(), Some((*key, at)));
+            }
         }
         Ok(recorded)
     }
@@ -721,17 +749,15 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
     /// Commits, then updates the key cache with what the transaction changed.
     fn commit(self) -> Result<()> {
         self.inner.commit()?;
-        let TxKeys { cache, changed } = self.keys;
-        if let Some(cache) = cache {
-            if cache.keys.len() + changed.len() > CACHE_CAPACITY {
-                cache.keys.clear();
-            }
-            for (stream, key) in changed {
-                match key {
-                    Some(key) => cache.keys.insert(stream, key),
-                    None => cache.keys.remove(&stream),
-                };
-            }
+        let TxKeys { cache, changed, .. } = self.keys;
+        if cache.keys.len() + changed.len() > CACHE_CAPACITY {
+            cache.keys.clear();
+        }
+        for (stream, key) in changed {
+            match key {
+                Some(key) => cache.keys.insert(stream, key),
+                None => cache.keys.remove(&stream),
+            };
         }
         Ok(())
     }
@@ -744,13 +770,14 @@ impl<S: EventStore> EventStore for Sealed<S> {
         Self: 'a;
 
     fn begin(&mut self) -> Result<Self::Tx<'_>> {
-        // On a shared store another node may destroy a key at any time: always ask the store.
+        // On a shared store another node may destroy a key at any time: see `KeyCache`.
         let shared = self.inner.shared();
         Ok(Sealed {
             inner: self.inner.begin()?,
             personal: &*self.personal,
             keys: TxKeys {
-                cache: (!shared).then_some(&mut self.keys),
+                cache: &mut self.keys,
+                shared,
                 changed: HashMap::default(),
             },
         })
@@ -904,6 +931,61 @@ mod tests {
                 proptest::prop_assert_eq!(&got, &want(s));
             }
         }
+    }
+
+    /// On a shared store an append seals with a cached key only when it expects the stream at
+    /// the version the key was cached at; a stream that moved (another writer forgot it) is
+    /// refused by its version check, and an append at the new version asks the key store.
+    #[test]
+    fn on_a_shared_store_a_cached_key_is_used_only_at_its_version() {
+        use crate::store::faulty::{Op, Plan};
+        use crate::store::FaultyStore;
+        let inner = FaultyStore::new(MemoryStore::new());
+        let faults = inner.faults();
+        faults.pretend_shared(true);
+        let mut store = Sealed::new(inner, personal());
+        let s = StreamId::new("P", "a");
+        let made = |n: u32| event("Made", format!(r#"{{"secret":"sekrit-{n}"}}"#));
+        let append = |store: &mut Sealed<FaultyStore<MemoryStore>>, v: u64, e: NewEvent| {
+            let mut tx = store.begin()?;
+            tx.append(&s, ExpectedVersion::Exact(v), vec![e])?;
+            tx.commit()
+        };
+        append(&mut store, 0, made(1)).unwrap();
+        // Every read fails from now on: an append that asks the key store fails.
+        faults.set(Op::Read, Plan::Always);
+        append(&mut store, 1, made(2)).expect("the key cached at version 1 is used");
+        // Another writer forgets the stream (version 3) and destroys its key.
+        {
+            let other = store.inner_mut().inner_mut();
+            let mut tx = other.begin().unwrap();
+            tx.append(
+                &s,
+                ExpectedVersion::Exact(2),
+                vec![event("Forgot", "{}".into())],
+            )
+            .unwrap();
+            tx.put_document(KEYS, &key_name(&s), Some("")).unwrap();
+            tx.commit().unwrap();
+        }
+        // Decided on the stale version 2: the cached key seals, the version check refuses.
+        let stale = append(&mut store, 2, made(3));
+        assert!(
+            matches!(stale, Err(StoreError::Conflict { actual: 3, .. })),
+            "{stale:?}"
+        );
+        // At version 3 the cache is not used: the key store is asked (and fails, here)...
+        let asked = append(&mut store, 3, made(4));
+        assert!(matches!(asked, Err(StoreError::Io(_))), "{asked:?}");
+        // ... and says the key is gone: no more personal data.
+        faults.clear();
+        let refused = append(&mut store, 3, made(5));
+        assert!(
+            matches!(refused, Err(StoreError::Corrupt(_))),
+            "{refused:?}"
+        );
+        let raw = store.inner().inner().read_stream(&s, 0, Upto::End).unwrap();
+        assert_eq!(raw.len(), 3, "nothing of the refused appends is stored");
     }
 
     fn cipher(format: KeyFormat) -> Cipher {
