@@ -8,7 +8,10 @@
 //! projections' checkpoints; the tests of `mod.rs` list them.)
 //!
 //! A stream looked up and not found is kept too, as having no events: a create then looks its
-//! stream up once (when its aggregate is loaded), not twice (the load, then the append).
+//! stream up once (when its aggregate is loaded), not twice (the load, then the append). And
+//! when the store opens with no more streams than fit, all of them are read at once
+//! ([`Known::know_all_streams`]): from then on a stream that is not known has no events, and a
+//! create looks nothing up at all, until the cache is emptied (a rollback, or full).
 //!
 //! Why an entry stays true: only this connection writes (the lock is exclusive), and every
 //! write it makes to what an entry records goes through this store, which updates the entry:
@@ -30,6 +33,8 @@ pub(super) struct Known {
     streams: TwoKeys<Option<KnownStream>>,
     /// Row numbers by collection, then key.
     documents: TwoKeys<i64>,
+    /// Every stream of the store is in `streams` (see [`Known::know_all_streams`]).
+    all_streams: bool,
 }
 
 /// A stream's number and version, as the connection sees them.
@@ -44,16 +49,42 @@ impl Known {
         Self {
             streams: TwoKeys::new(capacity),
             documents: TwoKeys::new(capacity),
+            all_streams: false,
         }
+    }
+
+    /// Takes every stream of the store (category, id, number, version), if they fit: then a
+    /// stream not known has no events. Whether they did.
+    pub(super) fn know_all_streams(
+        &mut self,
+        streams: impl ExactSizeIterator<Item = (String, String, KnownStream)>,
+    ) -> bool {
+        if streams.len() > self.streams.capacity {
+            return false;
+        }
+        self.streams.clear();
+        for (category, id, known) in streams {
+            self.streams.set(&category, &id, Some(known));
+        }
+        self.all_streams = true;
+        true
     }
 
     /// `None`: not known; `Some(None)`: known to have no events.
     pub(super) fn stream(&self, stream: &StreamId) -> Option<Option<KnownStream>> {
-        self.streams.get(&stream.category, &stream.id)
+        match self.streams.get(&stream.category, &stream.id) {
+            None if self.all_streams => Some(None),
+            known => known,
+        }
     }
 
     pub(super) fn set_stream(&mut self, stream: &StreamId, known: Option<KnownStream>) {
-        self.streams.set(&stream.category, &stream.id, known)
+        if known.is_none() && self.all_streams {
+            return; // a stream not known has no events already
+        }
+        if self.streams.set(&stream.category, &stream.id, known) {
+            self.all_streams = false;
+        }
     }
 
     /// The row number of a document.
@@ -62,7 +93,7 @@ impl Known {
     }
 
     pub(super) fn set_document(&mut self, collection: &str, key: &str, doc_no: i64) {
-        self.documents.set(collection, key, doc_no)
+        self.documents.set(collection, key, doc_no);
     }
 
     pub(super) fn forget_document(&mut self, collection: &str, key: &str) {
@@ -76,6 +107,7 @@ impl Known {
     pub(super) fn clear(&mut self) {
         self.streams.clear();
         self.documents.clear();
+        self.all_streams = false;
     }
 }
 
@@ -104,15 +136,17 @@ impl<V: Copy> TwoKeys<V> {
         self.maps.get(outer)?.get(inner).copied()
     }
 
-    fn set(&mut self, outer: &str, inner: &str, value: V) {
+    /// Sets a value; whether the others were dropped to make room (or it was not kept).
+    fn set(&mut self, outer: &str, inner: &str, value: V) -> bool {
         if let Some(entry) = self.maps.get_mut(outer).and_then(|m| m.get_mut(inner)) {
             *entry = value;
-            return;
+            return false;
         }
         if self.capacity == 0 {
-            return;
+            return true;
         }
-        if self.len >= self.capacity {
+        let emptied = self.len >= self.capacity;
+        if emptied {
             self.clear();
         }
         let map = match self.maps.get_mut(outer) {
@@ -121,6 +155,7 @@ impl<V: Copy> TwoKeys<V> {
         };
         map.insert(inner.to_string(), value);
         self.len += 1;
+        emptied
     }
 
     fn forget(&mut self, outer: &str, inner: &str) {
@@ -146,6 +181,43 @@ impl<V: Copy> TwoKeys<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stream(id: &str) -> StreamId {
+        StreamId::new("User", id)
+    }
+
+    fn known(stream_no: i64, version: Version) -> KnownStream {
+        KnownStream { stream_no, version }
+    }
+
+    /// A stream missing from the cache has no events only while the cache holds every stream:
+    /// from `know_all_streams` until it is emptied (cleared, or full).
+    #[test]
+    fn a_stream_not_known_has_no_events_only_while_every_stream_is_known() {
+        let mut k = Known::new(3);
+        assert!(k.stream(&stream("a")).is_none(), "not known: ask SQLite");
+        let all = |n: i64| {
+            let v: Vec<_> = (1..=n)
+                .map(|i| ("User".to_string(), format!("s{i}"), known(i, 1)))
+                .collect();
+            v.into_iter()
+        };
+        assert!(!k.know_all_streams(all(4)), "4 streams do not fit in 3");
+        assert!(k.stream(&stream("a")).is_none());
+        assert!(k.know_all_streams(all(2)));
+        assert_eq!(k.stream(&stream("s1")).unwrap().unwrap().stream_no, 1);
+        assert!(matches!(k.stream(&stream("a")), Some(None)), "no events");
+        k.set_stream(&stream("a"), None);
+        k.set_stream(&stream("a"), Some(known(3, 1))); // created: 3 of 3
+        assert_eq!(k.stream(&stream("a")).unwrap().unwrap().version, 1);
+        assert!(matches!(k.stream(&stream("b")), Some(None)));
+        k.set_stream(&stream("b"), Some(known(4, 1))); // full: emptied
+        assert!(k.stream(&stream("c")).is_none(), "ask SQLite again");
+        assert!(k.know_all_streams(all(1)));
+        k.clear(); // a rollback
+        assert!(k.stream(&stream("c")).is_none());
+        assert!(k.stream(&stream("s1")).is_none());
+    }
 
     #[test]
     fn two_keys_count_what_they_hold_and_empty_when_full() {

@@ -114,12 +114,13 @@ impl SqliteStore {
             _ => PathBuf::from(format!("{}-wal", path.display())),
         };
         let wal = WalRoom::new(wal_path, page_size);
+        let known = known_streams(&conn, known::CAPACITY)?;
         Ok(Self {
             conn,
             path,
             wal,
             head: None,
-            known: RefCell::new(Known::new(known::CAPACITY)),
+            known: RefCell::new(known),
         })
     }
 
@@ -128,12 +129,52 @@ impl SqliteStore {
     /// known stream or rewriting a known document looks nothing up by its text key (see
     /// `known.rs`).
     pub fn set_cache_size(&mut self, capacity: usize) {
-        self.known = RefCell::new(Known::new(capacity));
+        self.known = RefCell::new(known_streams(&self.conn, capacity).unwrap_or_else(|e| {
+            tracing::warn!("streams not read at once ({e}): each is looked up when used");
+            Known::new(capacity)
+        }));
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// What the store knows on opening: every stream (number and version) when there are at most
+/// `capacity`, so that a create looks nothing up (see `known.rs`); else nothing yet.
+fn known_streams(conn: &Connection, capacity: usize) -> Result<Known> {
+    let mut known = Known::new(capacity);
+    let count: i64 = conn
+        .query_row("SELECT COUNT(*) FROM streams", [], |r| r.get(0))
+        .map_err(sql_error)?;
+    if count == 0 || usize::try_from(count).map_or(true, |n| n > capacity) {
+        if count == 0 && capacity > 0 {
+            known.know_all_streams(std::iter::empty());
+        }
+        return Ok(known);
+    }
+    let mut st = conn
+        .prepare(
+            "SELECT s.category, s.stream, s.stream_no,
+                    (SELECT COALESCE(MAX(version), 0) FROM events e WHERE e.stream_no = s.stream_no)
+             FROM streams s",
+        )
+        .map_err(sql_error)?;
+    let streams = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                KnownStream {
+                    stream_no: r.get(2)?,
+                    version: r.get::<_, i64>(3)? as Version,
+                },
+            ))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(sql_error)?;
+    known.know_all_streams(streams.into_iter());
+    Ok(known)
 }
 
 fn open_error(path: &str, e: rusqlite::Error) -> StoreError {
@@ -467,16 +508,9 @@ mod tests {
     const CHECKPOINT: &str = "INSERT INTO checkpoints (projection, position) VALUES (?1, ?2) \
                               ON CONFLICT (projection) DO UPDATE SET position = excluded.position";
     const COMMIT: &str = "COMMIT";
-    /// A create's statements inside its transaction: the stream looked up once, by its text
-    /// key, then everything written.
-    const CREATE: &[&str] = &[
-        BEGIN,
-        HEAD,
-        FIND_STREAM,
-        NEW_STREAM,
-        INSERT_EVENT,
-        NEW_DOCUMENT,
-    ];
+    /// A create's statements inside its transaction: nothing looked up (the store read its
+    /// streams on opening: one not known has no events), everything written.
+    const CREATE: &[&str] = &[BEGIN, HEAD, NEW_STREAM, INSERT_EVENT, NEW_DOCUMENT];
     /// A command to a known user: its two writes, by number.
     const CHANGE: &[&str] = &[BEGIN, INSERT_EVENT, REWRITE_DOCUMENT];
     /// A create through the node: the same, and the new user's key written to the key store
@@ -485,7 +519,6 @@ mod tests {
     const SEALED_CREATE: &[&str] = &[
         BEGIN,
         HEAD,
-        FIND_STREAM,
         NEW_STREAM,
         INSERT_EVENT,
         NEW_DOCUMENT,
@@ -532,6 +565,53 @@ mod tests {
             store.document("users", "u1").unwrap().as_deref(),
             Some("{\"n\":1}")
         );
+    }
+
+    /// A store with more streams than its cache holds reads none of them on opening: a create
+    /// then looks its stream up by its text key, once.
+    #[test]
+    fn a_create_looks_its_stream_up_when_the_streams_do_not_all_fit_in_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = traced_store(&dir);
+        let event = || NewEvent {
+            event_type: "E".into(),
+            schema: FIRST_SCHEMA,
+            timestamp: Timestamp(1),
+            data: "{}".into(),
+        };
+        for id in ["u1", "u2"] {
+            let mut tx = store.begin().unwrap();
+            tx.append(
+                &StreamId::new("User", id),
+                ExpectedVersion::Exact(0),
+                vec![event()],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        store.set_cache_size(1);
+        statements();
+        let stream = StreamId::new("User", "u3");
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.stream_version(&stream).unwrap(), 0);
+        tx.append(&stream, ExpectedVersion::Exact(0), vec![event()])
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            statements(),
+            [BEGIN, FIND_STREAM, NEW_STREAM, INSERT_EVENT, COMMIT]
+        );
+        // With room for every stream, the next opening reads them all: nothing is looked up.
+        store.set_cache_size(10);
+        statements();
+        let stream = StreamId::new("User", "u4");
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.stream_version(&stream).unwrap(), 0);
+        assert_eq!(tx.stream_version(&StreamId::new("User", "u2")).unwrap(), 1);
+        tx.append(&stream, ExpectedVersion::Exact(0), vec![event()])
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(statements(), [BEGIN, NEW_STREAM, INSERT_EVENT, COMMIT]);
     }
 
     /// The same through the node, as a client's commands run: each command's own two writes
