@@ -82,6 +82,11 @@ impl SqliteStore {
         // secure_delete: a deleted or rewritten row's bytes are zeroed in its page (and freed
         // pages too), so that a destroyed key or a forgotten user's document leaves nothing
         // behind in the file (docs/forgetting.md).
+        // wal_autocheckpoint: SQLite copies the WAL's pages back into the file once the WAL
+        // holds 10,000 pages (about 40 MB) instead of its default 1,000: a page rewritten by
+        // many commits between two checkpoints is copied once, and the streamed run of 200,000
+        // commands over 40,000 users took 14% less time (docs/benchmarks.md). The WAL is
+        // checkpointed and removed when the store closes; after a crash, opening replays it.
         // Order matters: exclusive locking before WAL, so that SQLite keeps the WAL index in
         // process memory (no -shm file) and the lock is held from the first transaction on.
         conn.execute_batch(
@@ -91,6 +96,7 @@ impl SqliteStore {
              PRAGMA cache_size = -8192;
              PRAGMA mmap_size = 2147418112;
              PRAGMA secure_delete = ON;
+             PRAGMA wal_autocheckpoint = 10000;
              BEGIN EXCLUSIVE; COMMIT;",
         )
         .map_err(|e| open_error(&shown, e))?;
@@ -697,6 +703,7 @@ mod tests {
         assert_eq!(pragma("locking_mode"), "exclusive");
         // The speed settings the module docs describe: a small page cache, reads through a map.
         assert_eq!(pragma("cache_size"), "-8192", "8 MiB");
+        assert_eq!(pragma("wal_autocheckpoint"), "10000", "pages");
         assert_ne!(pragma("mmap_size"), "0", "reads go through a memory map");
         assert!(matches!(
             SqliteStore::open(dir.path().join("n1.db")),
