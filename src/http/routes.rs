@@ -19,10 +19,9 @@ use super::guard::{self, Guard};
 use super::problem::{codes, Problem};
 use super::{feed, App};
 use crate::domain::user::User;
-use crate::domain::Aggregate;
+use crate::engine::Repository;
 use crate::node::{self, Reply, Request};
 use crate::protocol::{self, reply, Body as ProtocolBody, Incoming};
-use crate::store::StreamId;
 
 type Shared = State<Arc<App>>;
 type Answer = Result<Response, Problem>;
@@ -349,8 +348,7 @@ async fn get_user(
             // the same state), names it.
             let requests = vec![
                 query_request(&app, "GetUser", json!({ "userId": id })),
-                Request::Query(Ok(node::query::Query::Version(StreamId::new(
-                    User::CATEGORY,
+                Request::Query(Ok(node::query::Query::Version(Repository::<User>::stream(
                     &id,
                 )))),
             ];

@@ -683,6 +683,8 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
                 r.data = c;
             }
         }
+        // The version the stream reached: what a kept key is valid for on a shared store.
+        let at = recorded.last().map_or(0, |e| e.version);
         if forgets {
             // A tombstone, even for a stream that had no key (all in clear, written before
             // sealing): its events read as forgotten from now on.
@@ -695,13 +697,11 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
                 None => key.text(),
             };
             self.inner.put_document(KEYS, &name, Some(&document))?;
-            let at = recorded.last().map_or(0, |e| e.version);
             self.keys.changed.insert(stream.clone(), Some((key, at)));
         } else if let KeyState::Live(_, key) = &state {
-            // Read from the key store: kept for the stream's next append. On a shared store,
-            // with the version the stream reached (see `KeyCache`).
+            // Read from the key store: kept for the stream's next append; on a shared store
+            // kept again at each append, with the version the stream reached (see `KeyCache`).
             if from_store || self.keys.shared {
-                let at = recorded.last().map_or(0, |e| e.version);
                 self.keys.changed.insert(stream.clone(), Some((*key, at)));
             }
         }
