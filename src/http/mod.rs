@@ -230,7 +230,7 @@ impl Bridge {
                     }
                     let submission = Submission {
                         requests,
-                        sink: Box::new(FanOut(sinks)),
+                        sink: Box::new(FanOut::new(sinks)),
                     };
                     if handle.submit(submission).is_err() {
                         // Stopped: the handlers' oneshots were dropped with the submission.
@@ -278,16 +278,49 @@ impl Bridge {
     }
 }
 
-/// Splits one submission's replies among the handlers that sent its requests.
-struct FanOut(Vec<(usize, oneshot::Sender<Vec<Reply>>)>);
+/// Splits one submission's replies among the handlers that sent its requests: each handler
+/// gets its replies as soon as its last one is final.
+struct FanOut {
+    /// The handlers still waiting, in order, each with how many replies it waits for.
+    waiting: std::collections::VecDeque<(usize, oneshot::Sender<Vec<Reply>>)>,
+    /// The first waiting handler's replies so far.
+    mine: Vec<Reply>,
+}
+
+impl FanOut {
+    fn new(handlers: Vec<(usize, oneshot::Sender<Vec<Reply>>)>) -> Self {
+        let mut fan = Self {
+            waiting: handlers.into(),
+            mine: Vec::new(),
+        };
+        fan.answer_the_complete();
+        fan
+    }
+
+    /// Answers the first waiting handlers while they have every reply they wait for.
+    fn answer_the_complete(&mut self) {
+        while let Some((count, _)) = self.waiting.front() {
+            if self.mine.len() < *count {
+                return;
+            }
+            let (_, tx) = self.waiting.pop_front().expect("a front");
+            // A handler whose client went away no longer waits: nothing to do.
+            let _ = tx.send(std::mem::take(&mut self.mine));
+        }
+    }
+}
 
 impl Sink<Reply> for FanOut {
-    fn replies(self: Box<Self>, replies: Vec<Reply>, _last: bool) {
-        let mut replies = replies.into_iter();
-        for (count, tx) in self.0 {
-            let mine: Vec<Reply> = replies.by_ref().take(count).collect();
-            // A handler whose client went away no longer waits: nothing to do.
-            let _ = tx.send(mine);
+    fn reply(&mut self, reply: Reply) {
+        self.mine.push(reply);
+        self.answer_the_complete();
+    }
+
+    fn end(mut self: Box<Self>, _last: bool) {
+        // Every reply was given, so no handler is left waiting (but for a worker that gave
+        // fewer replies than requests: they get what there is).
+        for (_, tx) in self.waiting.drain(..) {
+            let _ = tx.send(std::mem::take(&mut self.mine));
         }
     }
 }

@@ -29,12 +29,15 @@ impl<W: Worker<Request = Request, Reply = Reply>> Forward<W> {
     }
 }
 
-struct Back(mpsc::Sender<Vec<Reply>>);
+/// Hands each reply back to the forwarding worker as soon as it is final.
+struct Back(mpsc::Sender<Reply>);
 
 impl Sink<Reply> for Back {
-    fn replies(self: Box<Self>, replies: Vec<Reply>, _last: bool) {
-        let _ = self.0.send(replies);
+    fn reply(&mut self, reply: Reply) {
+        let _ = self.0.send(reply);
     }
+
+    fn end(self: Box<Self>, _last: bool) {}
 }
 
 impl<W: Worker<Request = Request, Reply = Reply>> Worker for Forward<W> {
@@ -48,18 +51,20 @@ impl<W: Worker<Request = Request, Reply = Reply>> Worker for Forward<W> {
             requests: batch,
             sink: Box::new(Back(tx)),
         });
-        let replies = match submitted {
-            Ok(()) => rx.recv().ok(),
-            Err(_) => None,
-        };
-        match replies {
-            Some(replies) => replies.into_iter().for_each(deliver),
-            // The node stopped before answering: nothing of the batch was done.
-            None => (0..n).for_each(|_| {
-                deliver(Reply::Crashed(
-                    "the node is stopping; the request was not applied".into(),
-                ))
-            }),
+        let mut given = 0;
+        if submitted.is_ok() {
+            while given < n {
+                let Ok(reply) = rx.recv() else { break };
+                deliver(reply);
+                given += 1;
+            }
+        }
+        // The node stopped before answering (the sink was dropped unused): nothing of the
+        // batch was done.
+        for _ in given..n {
+            deliver(Reply::Crashed(
+                "the node is stopping; the request was not applied".into(),
+            ));
         }
     }
 }

@@ -46,13 +46,16 @@ impl<S: crate::store::EventStore + Send + 'static> Worker for super::Node<S> {
     }
 }
 
-/// Where the replies of one submission go.
+/// Where the replies of one submission go, each as soon as it is final: a sink is never made
+/// to hold a submission's replies all at once (a chunk of reads of large users would be
+/// hundreds of MiB), only what the worker holds back until its transaction commits.
 pub trait Sink<R>: Send {
-    /// Every reply of the submission, in the order of its requests, once they are all final.
-    /// `last`: no other submission of the same batch has replies still to come (sinks that
-    /// share one output, as the stdio front end's chunks share stdout, flush it then, once per
-    /// batch).
-    fn replies(self: Box<Self>, replies: Vec<R>, last: bool);
+    /// The submission's next reply, final, in the order of its requests.
+    fn reply(&mut self, reply: R);
+    /// Every reply of the submission was given. `last`: no other submission of the same batch
+    /// has replies still to come (sinks that share one output, as the stdio front end's chunks
+    /// share stdout, flush it then, once per batch).
+    fn end(self: Box<Self>, last: bool);
 }
 
 /// Requests and where their replies go.
@@ -224,7 +227,7 @@ fn handle<W: Worker>(worker: &mut W, batch: Vec<Submission<W>>) {
     let mut requests = Vec::new();
     for s in batch {
         if s.requests.is_empty() {
-            s.sink.replies(Vec::new(), false);
+            s.sink.end(false);
             continue;
         }
         sinks.push((s.requests.len(), s.sink));
@@ -235,16 +238,13 @@ fn handle<W: Worker>(worker: &mut W, batch: Vec<Submission<W>>) {
         }
     }
     let mut sinks = sinks.into_iter().peekable();
-    let mut replies = Vec::new();
     worker.handle(requests, &mut |reply| {
-        let (count, _) = sinks.peek().expect("one reply per request");
-        if replies.capacity() == 0 {
-            replies.reserve_exact(*count);
-        }
-        replies.push(reply);
-        if replies.len() == *count {
+        let (left, sink) = sinks.peek_mut().expect("one reply per request");
+        sink.reply(reply);
+        *left -= 1;
+        if *left == 0 {
             let (_, sink) = sinks.next().expect("peeked");
-            sink.replies(std::mem::take(&mut replies), sinks.peek().is_none());
+            sink.end(sinks.peek().is_none());
         }
     });
 }
@@ -278,11 +278,15 @@ mod tests {
         }
     }
 
-    struct Collect(Sender<(Vec<u32>, std::thread::ThreadId)>);
+    struct Collect(Sender<(Vec<u32>, std::thread::ThreadId)>, Vec<u32>);
 
     impl Sink<u32> for Collect {
-        fn replies(self: Box<Self>, replies: Vec<u32>, _last: bool) {
-            self.0.send((replies, std::thread::current().id())).unwrap();
+        fn reply(&mut self, reply: u32) {
+            self.1.push(reply);
+        }
+
+        fn end(self: Box<Self>, _last: bool) {
+            self.0.send((self.1, std::thread::current().id())).unwrap();
         }
     }
 
@@ -292,7 +296,7 @@ mod tests {
     ) -> Submission<Recorder> {
         Submission {
             requests,
-            sink: Box::new(Collect(to.clone())),
+            sink: Box::new(Collect(to.clone(), Vec::new())),
         }
     }
 
@@ -352,5 +356,47 @@ mod tests {
         assert!(handle.submit(submission(vec![5], &replies)).is_err());
         drop(handle);
         writer.join();
+    }
+
+    /// Delivers its replies one by one and records, before each, how many the sink had.
+    struct Stepper(std::sync::Arc<std::sync::Mutex<Vec<u32>>>, Vec<usize>);
+
+    impl Worker for Stepper {
+        type Request = u32;
+        type Reply = u32;
+
+        fn handle(&mut self, batch: Vec<u32>, deliver: &mut dyn FnMut(u32)) {
+            for r in batch {
+                self.1.push(self.0.lock().unwrap().len());
+                deliver(r);
+            }
+        }
+    }
+
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+
+    impl Sink<u32> for Shared {
+        fn reply(&mut self, reply: u32) {
+            self.0.lock().unwrap().push(reply);
+        }
+
+        fn end(self: Box<Self>, _last: bool) {}
+    }
+
+    #[test]
+    fn a_sink_has_each_reply_before_the_worker_makes_the_next() {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut worker = Stepper(got.clone(), Vec::new());
+        let submission = |requests| Submission {
+            requests,
+            sink: Box::new(Shared(got.clone())),
+        };
+        handle(
+            &mut worker,
+            vec![submission(vec![1, 2, 3]), submission(vec![4])],
+        );
+        assert_eq!(*got.lock().unwrap(), [1, 2, 3, 4]);
+        // Not held until the submission's last reply: each went out as it came.
+        assert_eq!(worker.1, [0, 1, 2, 3]);
     }
 }

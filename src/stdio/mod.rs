@@ -248,18 +248,22 @@ struct ChunkSink<V: Service> {
     out: Arc<Mutex<Out>>,
     /// Set once a write to stdout failed (read by the reader thread without taking `out`).
     failed: Arc<AtomicBool>,
-    to: Vec<To>,
+    /// Where each of the chunk's replies goes, in order.
+    to: std::vec::IntoIter<To>,
 }
 
 impl<V: Service> Sink<<V::Worker as Worker>::Reply> for ChunkSink<V> {
-    fn replies(self: Box<Self>, replies: Vec<<V::Worker as Worker>::Reply>, last: bool) {
+    fn reply(&mut self, reply: <V::Worker as Worker>::Reply) {
+        let to = self.to.next().expect("one reply per request");
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let out = &mut *out;
-        for (to, reply) in self.to.into_iter().zip(replies) {
-            out.envelopes
-                .write(&*self.service, &mut out.buf, &to, reply);
-            out.flush(FLUSH_BYTES);
-        }
+        out.envelopes
+            .write(&*self.service, &mut out.buf, &to, reply);
+        out.flush(FLUSH_BYTES);
+    }
+
+    fn end(self: Box<Self>, last: bool) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         out.flush(if last { 0 } else { FLUSH_BYTES });
         if out.failed.is_some() {
             self.failed.store(true, Ordering::SeqCst);
@@ -538,7 +542,7 @@ impl<V: Service> Reader<V> {
                 service: self.service.clone(),
                 out: o.out.clone(),
                 failed: o.failed.clone(),
-                to,
+                to: to.into_iter(),
             }),
         }
     }
