@@ -147,3 +147,47 @@ mod sqlite_only {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL only: reads that see one state while another node commits.
+
+mod postgres_only {
+    use super::*;
+
+    #[test]
+    fn reads_begun_together_do_not_see_another_writers_commit_until_they_end() {
+        let Some(schema) = Schema::new("store_suite") else {
+            return;
+        };
+        let reader = PostgresStore::open(&schema.url, &schema.name).unwrap();
+        let mut writer = PostgresStore::open(&schema.url, &schema.name).unwrap();
+        let s = stream("u1");
+        append_commit(&mut writer, &s, ExpectedVersion::Any, vec![ev("A", 1, 1)]);
+
+        reader.begin_reads().unwrap();
+        assert_eq!(reader.stream_version(&s).unwrap(), 1);
+        append_commit(
+            &mut writer,
+            &s,
+            ExpectedVersion::Exact(1),
+            vec![ev("B", 2, 2)],
+        );
+        // The snapshot holds: the second event is not there for any read of it.
+        assert_eq!(reader.stream_version(&s).unwrap(), 1);
+        assert_eq!(reader.head().unwrap(), 1);
+        assert_eq!(reader.read_all(0, 10).unwrap().len(), 1);
+        reader.end_reads().unwrap();
+
+        // Ended: the reads see what is committed again.
+        assert_eq!(reader.stream_version(&s).unwrap(), 2);
+        assert_eq!(reader.head().unwrap(), 2);
+        // And without begin_reads, each read sees the newest commit.
+        append_commit(
+            &mut writer,
+            &s,
+            ExpectedVersion::Exact(2),
+            vec![ev("C", 3, 3)],
+        );
+        assert_eq!(reader.stream_version(&s).unwrap(), 3);
+    }
+}

@@ -199,9 +199,21 @@ impl<S: EventStore> Node<S> {
         while start < requests.len() {
             let rest = &mut requests[start..];
             if !rest.iter().any(|r| matches!(r, Request::Command(_))) {
-                // Nothing to write: no transaction, queries read the store directly.
+                // Nothing to write: no transaction, queries read the store directly, all of
+                // them one state of it (on a store others write to, a read-only snapshot).
+                let reads = self.store().shared();
+                if reads {
+                    if let Err(e) = self.store().begin_reads() {
+                        tracing::warn!("could not begin a read-only snapshot: {e}");
+                    }
+                }
                 for r in rest.iter() {
                     deliver(answer(&self.registry, &self.store, r));
+                }
+                if reads {
+                    if let Err(e) = self.store().end_reads() {
+                        tracing::warn!("could not end a read-only snapshot: {e}");
+                    }
                 }
                 return;
             }

@@ -142,6 +142,14 @@ impl<T: EventStore> EventStore for &mut T {
     fn begin(&mut self) -> Result<Self::Tx<'_>> {
         (**self).begin()
     }
+
+    fn begin_reads(&self) -> Result<()> {
+        (**self).begin_reads()
+    }
+
+    fn end_reads(&self) -> Result<()> {
+        (**self).end_reads()
+    }
 }
 
 mod faulty;
@@ -505,6 +513,20 @@ pub trait EventStore: StoreRead {
 
     /// Starts a transaction. One at a time per store.
     fn begin(&mut self) -> Result<Self::Tx<'_>>;
+
+    /// Makes the reads that follow, until [`EventStore::end_reads`], see one state of the
+    /// store, as the reads of a transaction do (so that several queries answered together, or
+    /// one query that reads twice, cannot straddle another writer's commit). A store that only
+    /// this process writes needs nothing: between two of its own transactions it does not
+    /// change. A shared store opens a read-only snapshot.
+    fn begin_reads(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Ends what [`EventStore::begin_reads`] began.
+    fn end_reads(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -746,6 +746,20 @@ impl EventStore for PostgresStore {
         tx.catch_up(head)?;
         Ok(tx)
     }
+
+    /// A read-only transaction at REPEATABLE READ: its statements share one snapshot. (Were
+    /// the connection lost inside it, the reads after go on outside any snapshot, on the new
+    /// connection, and the COMMIT there is a warning, not an error.)
+    fn begin_reads(&self) -> Result<()> {
+        self.with_conn(|c| {
+            c.client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        })
+    }
+
+    fn end_reads(&self) -> Result<()> {
+        self.with_conn(|c| c.client.batch_execute("COMMIT"))
+    }
 }
 
 /// A stream this transaction appended to.
