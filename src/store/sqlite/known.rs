@@ -53,6 +53,11 @@ impl Known {
         }
     }
 
+    /// Most streams, and most documents, kept.
+    pub(super) fn capacity(&self) -> usize {
+        self.streams.capacity
+    }
+
     /// Takes every stream of the store (category, id, number, version), if they fit: then a
     /// stream not known has no events. Whether they did.
     pub(super) fn know_all_streams(

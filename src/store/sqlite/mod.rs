@@ -275,6 +275,7 @@ impl Drop for SqliteTx<'_> {
         if self.done {
             return;
         }
+        let capacity = self.known.borrow().capacity();
         self.known.borrow_mut().clear();
         // Still open: not committed, or a COMMIT that failed and left it open.
         if !self.conn.is_autocommit() {
@@ -284,7 +285,14 @@ impl Drop for SqliteTx<'_> {
                 .and_then(|mut st| st.execute([]));
             if let Err(e) = rolled_back {
                 tracing::error!("rolling back a transaction failed: {e}");
+                return;
             }
+        }
+        // Back to what is committed: know every stream again, as on opening (else every
+        // create would look its stream up for the rest of the process).
+        match known_streams(self.conn, capacity) {
+            Ok(known) => *self.known.borrow_mut() = known,
+            Err(e) => tracing::warn!("reading the streams again after a rollback: {e}"),
         }
     }
 }
@@ -615,6 +623,58 @@ mod tests {
             .unwrap();
         tx.commit().unwrap();
         assert_eq!(statements(), [BEGIN, NEW_STREAM, INSERT_EVENT, COMMIT]);
+    }
+
+    /// A transaction rolled back (dropped uncommitted) leaves the store knowing every stream
+    /// again, as committed: the next create still looks nothing up, and what the rolled-back
+    /// one appended is not known. (Before, a rollback left the store looking up every create
+    /// for the rest of the process.)
+    #[test]
+    fn after_a_rollback_a_create_still_looks_nothing_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = traced_store(&dir);
+        let event = || NewEvent {
+            event_type: "E".into(),
+            schema: FIRST_SCHEMA,
+            timestamp: Timestamp(1),
+            data: "{}".into(),
+        };
+        let (u1, u2, u3) = (
+            StreamId::new("User", "u1"),
+            StreamId::new("User", "u2"),
+            StreamId::new("User", "u3"),
+        );
+        let mut tx = store.begin().unwrap();
+        tx.append(&u1, ExpectedVersion::Exact(0), vec![event()])
+            .unwrap();
+        tx.commit().unwrap();
+        let mut tx = store.begin().unwrap();
+        tx.append(&u2, ExpectedVersion::Exact(0), vec![event()])
+            .unwrap();
+        tx.append(&u1, ExpectedVersion::Exact(1), vec![event()])
+            .unwrap();
+        drop(tx);
+        statements();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.stream_version(&u2).unwrap(), 0, "rolled back");
+        assert_eq!(tx.stream_version(&u1).unwrap(), 1, "rolled back");
+        tx.append(&u3, ExpectedVersion::Exact(0), vec![event()])
+            .unwrap();
+        tx.append(&u1, ExpectedVersion::Exact(1), vec![event()])
+            .unwrap();
+        tx.commit().unwrap();
+        // The head is read again (once: a rollback forgets it), no stream is looked up.
+        assert_eq!(
+            statements(),
+            [BEGIN, HEAD, NEW_STREAM, INSERT_EVENT, INSERT_EVENT, COMMIT]
+        );
+        let mut tx = store.begin().unwrap();
+        tx.append(&u2, ExpectedVersion::Exact(0), vec![event()])
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(statements(), [BEGIN, NEW_STREAM, INSERT_EVENT, COMMIT]);
+        assert_eq!(store.stream_version(&u1).unwrap(), 2);
+        assert_eq!(store.stream_version(&u2).unwrap(), 1);
     }
 
     /// The same through the node, as a client's commands run: each command's own two writes
