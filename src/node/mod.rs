@@ -199,9 +199,14 @@ impl<S: EventStore> Node<S> {
         while start < requests.len() {
             let rest = &mut requests[start..];
             if !rest.iter().any(|r| matches!(r, Request::Command(_))) {
-                // Nothing to write: no transaction, queries read the store directly, all of
-                // them one state of it (on a store others write to, a read-only snapshot).
-                let reads = self.store().shared();
+                // Nothing to write: no transaction, queries read the store directly. Several
+                // of them read one state of it (on a store others write to, a read-only
+                // snapshot: two round trips, not spent on a lone query).
+                let queries = rest
+                    .iter()
+                    .filter(|r| matches!(r, Request::Query(_)))
+                    .count();
+                let reads = queries > 1 && self.store().shared();
                 if reads {
                     if let Err(e) = self.store().begin_reads() {
                         tracing::warn!("could not begin a read-only snapshot: {e}");
