@@ -297,6 +297,31 @@ fn assert_no_trace(dir: &Path, needles: &[&[u8]]) {
     assert!(files > 0, "no file in {}", dir.display());
 }
 
+/// A sealed document opened with its stream's key: `"base64(nonce ‖ ciphertext ‖ tag)"`,
+/// AES-256-GCM, with `collection NUL key NUL version 0 (8 bytes)` as associated data.
+fn open_document(key: &[u8], collection: &str, doc_key: &str, sealed: &str) -> String {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use base64::Engine as _;
+    let inner = sealed.strip_prefix('"').unwrap().strip_suffix('"').unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(inner)
+        .unwrap();
+    let mut aad = format!("{collection}\0{doc_key}\0").into_bytes();
+    aad.extend_from_slice(&0u64.to_be_bytes());
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(key).unwrap();
+    let nonce = aes_gcm::Nonce::from_slice(&bytes[..12]);
+    let clear = cipher
+        .decrypt(
+            nonce,
+            Payload {
+                msg: &bytes[12..],
+                aad: &aad,
+            },
+        )
+        .expect("the document opens under its user's key");
+    String::from_utf8(clear).unwrap()
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -367,16 +392,32 @@ fn no_byte_of_a_forgotten_user_is_left_in_any_file_once_the_node_stopped() {
         .decode(&key_b64)
         .unwrap();
     assert_eq!(key.len(), 32);
-    // Before: the victim's data is in the file (the read model holds live users in clear).
+    // Before: the victim's key is in the file, and its data, sealed under it: its `users`
+    // document opens with the key (AES-256-GCM, the collection and key as associated data) to
+    // the victim's state. No live user's data is in clear anywhere, read models included.
     let before = std::fs::read(dir.path().join("cqrs.db")).unwrap();
-    assert!(
-        contains(&before, victim.1.as_bytes()),
-        "the test looks for what is there"
-    );
     assert!(
         contains(&before, key_b64.as_bytes()),
         "the test looks for what is there"
     );
+    let sealed: String = rusqlite::Connection::open(dir.path().join("cqrs.db"))
+        .unwrap()
+        .query_row(
+            "SELECT value FROM documents WHERE collection = 'users' AND key = ?1",
+            [&victim.0],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let opened = open_document(&key, "users", &victim.0, &sealed);
+    assert!(opened.contains(&victim.1), "{opened}");
+    assert!(contains(&before, &sealed.as_bytes()[1..40]));
+    let mut clear: Vec<&[u8]> = Vec::new();
+    for (_, name, email) in &users {
+        clear.push(name.as_bytes());
+        clear.push(email.as_bytes());
+    }
+    clear.push(b"Timbuktoo ");
+    assert_no_trace(dir.path(), &clear);
 
     let mut node = Node::on_dir(dir.path());
     let reply = node.ask(&req(&format!(

@@ -173,8 +173,8 @@ fn answers_stay_the_same_after_a_restart_a_rebuild_and_check_sees_damage() {
     node.expect(ANSWERS);
     node.finish().assert_clean();
 
-    // Damage the temporal document of a behind the node's back (its name before the rename):
-    // check sees it; rebuild repairs it.
+    // Damage the temporal document of a behind the node's back (its name before the rename),
+    // sealed again under a's key, so that it opens: check sees it; rebuild repairs it.
     {
         use cqrs_node::store::{EventStore, SqliteStore, StoreRead, StoreWrite};
         let db = std::fs::read_dir(dir.path())
@@ -182,7 +182,7 @@ fn answers_stay_the_same_after_a_restart_a_rebuild_and_check_sees_damage() {
             .map(|e| e.unwrap().path())
             .find(|p| p.extension().is_some_and(|x| x == "db"))
             .unwrap();
-        let mut store = SqliteStore::open(db).unwrap();
+        let mut store = cqrs_node::registry().view(SqliteStore::open(db).unwrap());
         let doc = store.document("users_at", "a").unwrap().unwrap();
         assert!(doc.contains(r#""name":"Ann""#), "{doc}");
         let forged = doc.replace(r#""name":"Ann""#, r#""name":"Forged""#);

@@ -170,6 +170,9 @@ impl Registry {
                 p.name(),
                 crate::store::seal::KEYS
             );
+            for documents in p.personal() {
+                self.personal.add_documents(*documents);
+            }
         }
         if let Some(forgotten) = <<P::Aggregate as Aggregate>::Event as DomainEvent>::FORGOTTEN {
             self.personal

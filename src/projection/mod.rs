@@ -14,8 +14,8 @@ pub mod users_at;
 use std::any::Any;
 
 use crate::store::{
-    Bound, Direction, EventStore, MemoryStore, Position, RecordedEvent, StoreError, StoreRead,
-    StoreWrite,
+    Bound, Direction, EventStore, MemoryStore, PersonalDocuments, Position, RecordedEvent,
+    StoreError, StoreRead, StoreWrite,
 };
 
 /// The document reads and writes a projection may make: object-safe, so that a node can hold
@@ -64,6 +64,12 @@ pub trait Projection: Send {
     fn name(&self) -> &'static str;
     /// The document collections it owns (cleared by a rebuild).
     fn collections(&self) -> &'static [&'static str];
+    /// Those of its collections whose documents hold personal data: the store seals each
+    /// document under the key of the stream it belongs to, as it seals the stream's events
+    /// ([`crate::store::seal`]), and a forget must delete them.
+    fn personal(&self) -> &'static [PersonalDocuments] {
+        &[]
+    }
     /// Applies one event (events of other categories are ignored).
     fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), StoreError>;
 

@@ -8,11 +8,12 @@
 //! ([`Projection::apply_command`]); replays (catch-up, rebuild, verify) apply event by event.
 
 use std::any::Any;
+use std::borrow::Cow;
 
 use super::{Documents, Projection};
 use crate::domain::user::{Attributes, Status, User, UserEvent};
 use crate::domain::{Aggregate, DomainEvent};
-use crate::store::{RecordedEvent, StoreError};
+use crate::store::{PersonalDocuments, RecordedEvent, StoreError};
 
 pub const COLLECTION: &str = "users";
 
@@ -25,6 +26,15 @@ impl Projection for UsersProjection {
 
     fn collections(&self) -> &'static [&'static str] {
         &[COLLECTION]
+    }
+
+    /// A document is a user's state, keyed by its id.
+    fn personal(&self) -> &'static [PersonalDocuments] {
+        &[PersonalDocuments {
+            collection: COLLECTION,
+            category: User::CATEGORY,
+            owner: |key| Some(Cow::Borrowed(key)),
+        }]
     }
 
     fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), StoreError> {

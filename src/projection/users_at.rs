@@ -61,7 +61,9 @@ use foldhash::fast::RandomState;
 use super::{Documents, Projection};
 use crate::domain::user::{Attributes, User};
 use crate::domain::Aggregate;
-use crate::store::{Bound, Direction, RecordedEvent, StoreError, StoreRead, Version};
+use crate::store::{
+    Bound, Direction, PersonalDocuments, RecordedEvent, StoreError, StoreRead, Version,
+};
 use crate::timestamp::Timestamp;
 
 pub const RECENT: &str = "users_at";
@@ -141,6 +143,17 @@ pub fn past_key(id: &str, t: Timestamp) -> String {
     let mut key = user_prefix(id);
     push_time(&mut key, t);
     key
+}
+
+/// The id of the user a [`past_key`] belongs to (`None`: not such a key).
+pub fn past_owner(key: &str) -> Option<Cow<'_, str>> {
+    // An escaped id holds a NUL only before a 1: its first two NULs in a row end it.
+    let end = key.find("\0\0")?;
+    let id = &key[..end];
+    Some(match id.contains('\0') {
+        false => Cow::Borrowed(id),
+        true => Cow::Owned(id.replace("\0\u{1}", "\0")),
+    })
 }
 
 fn user_prefix(id: &str) -> String {
@@ -571,6 +584,23 @@ impl Projection for UsersAtProjection {
         &[RECENT, PAST]
     }
 
+    /// A recent document is keyed by its user's id, a filed one by [`past_key`]. (The index
+    /// holds ids and creation times only: nothing personal.)
+    fn personal(&self) -> &'static [PersonalDocuments] {
+        &[
+            PersonalDocuments {
+                collection: RECENT,
+                category: User::CATEGORY,
+                owner: |key| Some(Cow::Borrowed(key)),
+            },
+            PersonalDocuments {
+                collection: PAST,
+                category: User::CATEGORY,
+                owner: past_owner,
+            },
+        ]
+    }
+
     /// The event's change appended to its user's recent document (the event's data: every
     /// user event but the deletion carries exactly the attributes it sets).
     fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), StoreError> {
@@ -797,6 +827,11 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+        // Each key names its user.
+        for (key, id) in keys.iter().zip(ids.iter().flat_map(|i| [i; 5])) {
+            assert_eq!(past_owner(key).as_deref(), Some(*id));
+        }
+        assert_eq!(past_owner("no end"), None);
         // No user's keys start with another user's prefix.
         for a in &ids {
             for b in &ids {

@@ -105,6 +105,11 @@ macro_rules! delegate_store_read {
                 $($before;)?
                 $inner.documents(c, after, limit)
             }
+            fn documents_by_key(&self, c: &str, keys: &[&str]) -> Result<Vec<Option<String>>> {
+                let $this = self;
+                $($before;)?
+                $inner.documents_by_key(c, keys)
+            }
             fn document_range(
                 &self,
                 c: &str,
@@ -165,7 +170,7 @@ pub use faulty::{Faults, FaultyStore, FaultyTx, Op, Plan};
 pub use master::MasterKey;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
-pub use seal::{Personal, Sealed};
+pub use seal::{Personal, PersonalDocuments, Sealed};
 pub use sqlite::SqliteStore;
 pub use upcast::{Upcasted, Upcaster, Upcasters};
 
@@ -436,6 +441,12 @@ pub trait StoreRead {
 
     /// One projection document.
     fn document(&self, collection: &str, key: &str) -> Result<Option<String>>;
+
+    /// The documents of `keys` (each key's, in their order): [`StoreRead::document`] for
+    /// each, which a store with a round trip per read answers with one.
+    fn documents_by_key(&self, collection: &str, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        keys.iter().map(|k| self.document(collection, k)).collect()
+    }
 
     /// Up to `limit` documents of a collection with `key > after`, ordered by key (byte order).
     fn documents(

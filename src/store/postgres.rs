@@ -143,6 +143,7 @@ struct Statements {
     head: Statement,
     snapshot: Statement,
     document: Statement,
+    documents_by_key: Statement,
     documents_first: Statement,
     documents_after: Statement,
     checkpoint: Statement,
@@ -178,6 +179,9 @@ impl Statements {
             )?,
             document: c
                 .prepare("SELECT value FROM documents WHERE collection = $1 AND key = $2")?,
+            documents_by_key: c.prepare(
+                "SELECT key, value FROM documents WHERE collection = $1 AND key = ANY($2)",
+            )?,
             documents_first: c.prepare(
                 "SELECT key, value FROM documents WHERE collection = $1 ORDER BY key LIMIT $2",
             )?,
@@ -657,6 +661,23 @@ impl StoreRead for PostgresStore {
         })
     }
 
+    /// One statement for all the keys.
+    fn documents_by_key(&self, collection: &str, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        if keys.len() < 2 {
+            return keys.iter().map(|k| self.document(collection, k)).collect();
+        }
+        let wanted: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let rows = self.with_conn(|c| {
+            c.client
+                .query(&c.st.documents_by_key, &[&collection.as_bytes(), &wanted])
+        })?;
+        let mut found: HashMap<Vec<u8>, String> = HashMap::with_capacity(rows.len());
+        for r in rows {
+            found.insert(r.get(0), r.get(1));
+        }
+        Ok(keys.iter().map(|k| found.get(k.as_bytes()).cloned()).collect())
+    }
+
     fn documents(
         &self,
         collection: &str,
@@ -986,6 +1007,20 @@ impl StoreRead for PostgresTx<'_> {
             Some(v) => Ok(v.clone()),
             None => self.store.document(collection, key),
         }
+    }
+
+    /// The transaction's own writes, the rest from the server in one statement.
+    fn documents_by_key(&self, collection: &str, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        let mine = |k: &str| self.documents.get(&(collection.to_string(), k.to_string()));
+        let asked: Vec<&str> = keys.iter().copied().filter(|k| mine(k).is_none()).collect();
+        let mut stored = self.store.documents_by_key(collection, &asked)?.into_iter();
+        Ok(keys
+            .iter()
+            .map(|k| match mine(k) {
+                Some(v) => v.clone(),
+                None => stored.next().flatten(),
+            })
+            .collect())
     }
 
     fn documents(

@@ -55,10 +55,24 @@ pub const KEYS: &str = "keys";
 /// 0-9 + / =`): it never holds a `:`, so the two can never be taken for each other.
 pub const AES_256_GCM: &str = "aes-256-gcm:";
 
+/// A collection of documents (a read model's) that hold personal data: each document belongs
+/// to one stream of `category`, named by the document's key, and is sealed under that stream's
+/// key, like its events.
+#[derive(Clone, Copy, Debug)]
+pub struct PersonalDocuments {
+    pub collection: &'static str,
+    pub category: &'static str,
+    /// The id of the stream a document belongs to, from the document's key (`None`: a key of
+    /// no stream, refused as damaged).
+    pub owner: fn(&str) -> Option<Cow<'_, str>>,
+}
+
 /// The categories whose streams hold personal data, each with the event type that forgets one.
 #[derive(Clone, Debug, Default)]
 pub struct Personal {
     kinds: Vec<(&'static str, &'static str)>,
+    /// The read models' collections that hold personal data.
+    documents: Vec<PersonalDocuments>,
     /// The operator's master key, which wraps every key in the key store (super::master).
     master: Option<super::MasterKey>,
 }
@@ -75,6 +89,21 @@ impl Personal {
             "category '{category}' declared personal twice"
         );
         self.kinds.push((category, forgotten));
+    }
+
+    /// The documents of `documents.collection` are sealed under their streams' keys.
+    pub fn add_documents(&mut self, documents: PersonalDocuments) {
+        assert!(
+            self.documents_of(documents.collection).is_none(),
+            "collection '{}' declared personal twice",
+            documents.collection
+        );
+        self.documents.push(documents);
+    }
+
+    /// How the documents of `collection` are sealed, if they hold personal data.
+    fn documents_of(&self, collection: &str) -> Option<&PersonalDocuments> {
+        self.documents.iter().find(|d| d.collection == collection)
     }
 
     /// Keys are kept wrapped by `master` (see [`super::master`]).
@@ -288,11 +317,22 @@ fn key_state(
     stream: &StreamId,
 ) -> Result<KeyState> {
     let name = key_name(stream);
-    Ok(match store.document(KEYS, &name)? {
+    let document = store.document(KEYS, &name)?;
+    read_key(personal, stream, &name, document)
+}
+
+/// A stream's key from its key document (`name`, as the key store has it).
+fn read_key(
+    personal: &Personal,
+    stream: &StreamId,
+    name: &str,
+    document: Option<String>,
+) -> Result<KeyState> {
+    Ok(match document {
         None => KeyState::None,
         Some(v) if v.is_empty() => KeyState::Destroyed,
         Some(v) => {
-            let v = super::master::unwrap(personal.master_key(), &name, &v)?;
+            let v = super::master::unwrap(personal.master_key(), name, &v)?;
             let Some(key) = StreamKey::parse(&v) else {
                 return Err(StoreError::Corrupt(format!(
                     "the key of {}/{} is damaged",
@@ -459,6 +499,45 @@ fn open_event<'d>(
     }
 }
 
+/// What a sealed document's associated data names: its collection and key (a NUL between,
+/// which no event type holds, so that no document's text opens as an event's).
+fn document_aad(collection: &str, key: &str) -> String {
+    let mut what = String::with_capacity(collection.len() + 1 + key.len());
+    what.push_str(collection);
+    what.push('\0');
+    what.push_str(key);
+    what
+}
+
+/// A personal document as it reads: opened, absent once its stream was forgotten, or as
+/// stored (clear, written before documents were sealed).
+fn open_document(
+    state: &KeyState,
+    stream: &StreamId,
+    collection: &str,
+    key: &str,
+    value: String,
+) -> Result<Option<String>> {
+    if !is_sealed(&value) {
+        return Ok(Some(value));
+    }
+    match state {
+        KeyState::Live(cipher, _) => open(cipher, &document_aad(collection, key), 0, &value)
+            .map(Some)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "document {key:?} of {collection} does not open under the key of {}/{}",
+                    stream.category, stream.id
+                ))
+            }),
+        KeyState::Destroyed => Ok(None),
+        KeyState::None => Err(StoreError::Corrupt(format!(
+            "document {key:?} of {collection} is sealed, but {}/{} has no key",
+            stream.category, stream.id
+        ))),
+    }
+}
+
 /// A store (or a transaction) whose personal streams are sealed: see the module docs.
 pub struct Sealed<S, P = Arc<Personal>, K = KeyCache> {
     inner: S,
@@ -483,6 +562,79 @@ impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> Sealed<S, P, K> {
             Some(state) => Ok(state),
             None => key_state(&self.inner, &self.personal, stream),
         }
+    }
+}
+
+impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> Sealed<S, P, K> {
+    /// The stream a document of a personal collection belongs to (`None`: not personal).
+    fn owner(&self, collection: &str, key: &str) -> Result<Option<StreamId>> {
+        let Some(documents) = self.personal.documents_of(collection) else {
+            return Ok(None);
+        };
+        match (documents.owner)(key) {
+            Some(id) => Ok(Some(StreamId::new(documents.category, id.into_owned()))),
+            None => Err(StoreError::Corrupt(format!(
+                "document {key:?} of {collection} names no {} stream",
+                documents.category
+            ))),
+        }
+    }
+
+    /// Documents of a personal collection, opened; those of forgotten streams left out.
+    fn open_documents(
+        &self,
+        collection: &str,
+        documents: Vec<(String, String)>,
+    ) -> Result<Vec<(String, String)>> {
+        if self.personal.documents_of(collection).is_none() {
+            return Ok(documents);
+        }
+        let owners = documents
+            .iter()
+            .map(|(key, _)| Ok(self.owner(collection, key)?.expect("a personal collection")))
+            .collect::<Result<Vec<StreamId>>>()?;
+        // Each stream's key once (a user's filed documents come together), those not kept in
+        // memory read together: one round trip on a server.
+        let mut streams: Vec<&StreamId> = owners.iter().collect();
+        streams.dedup();
+        let states = self.keys_of(&streams)?;
+        let mut opened = Vec::with_capacity(documents.len());
+        let mut at = 0;
+        for ((key, value), stream) in documents.into_iter().zip(&owners) {
+            while streams[at] != stream {
+                at += 1;
+            }
+            if let Some(value) = open_document(&states[at], stream, collection, &key, value)? {
+                opened.push((key, value));
+            }
+        }
+        Ok(opened)
+    }
+
+    /// The keys of `streams`: [`Sealed::key`] of each, those the cache lacks read together.
+    fn keys_of(&self, streams: &[&StreamId]) -> Result<Vec<KeyState>> {
+        let shared = self.inner.shared();
+        let mut states: Vec<Option<KeyState>> = streams
+            .iter()
+            .map(|s| self.keys.cached(s, shared))
+            .collect();
+        let missing: Vec<(usize, String)> = states
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| state.is_none())
+            .map(|(i, _)| (i, key_name(streams[i])))
+            .collect();
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|(_, n)| n.as_str()).collect();
+            let documents = self.inner.documents_by_key(KEYS, &names)?;
+            for ((i, name), document) in missing.iter().zip(documents) {
+                states[*i] = Some(read_key(&self.personal, streams[*i], name, document)?);
+            }
+        }
+        Ok(states
+            .into_iter()
+            .map(|state| state.expect("every key found"))
+            .collect())
     }
 }
 
@@ -583,8 +735,16 @@ impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> StoreRead for Sealed<S,
         })
     }
 
+    /// A personal document opens under its stream's key; once the stream is forgotten it
+    /// reads as absent.
     fn document(&self, collection: &str, key: &str) -> Result<Option<String>> {
-        self.inner.document(collection, key)
+        let Some(value) = self.inner.document(collection, key)? else {
+            return Ok(None);
+        };
+        match self.owner(collection, key)? {
+            None => Ok(Some(value)),
+            Some(stream) => open_document(&self.key(&stream)?, &stream, collection, key, value),
+        }
     }
 
     fn documents(
@@ -593,7 +753,8 @@ impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> StoreRead for Sealed<S,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, String)>> {
-        self.inner.documents(collection, after, limit)
+        let documents = self.inner.documents(collection, after, limit)?;
+        self.open_documents(collection, documents)
     }
 
     fn document_range(
@@ -604,8 +765,10 @@ impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> StoreRead for Sealed<S,
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<(String, String)>> {
-        self.inner
-            .document_range(collection, from, to, direction, limit)
+        let documents = self
+            .inner
+            .document_range(collection, from, to, direction, limit)?;
+        self.open_documents(collection, documents)
     }
 
     fn checkpoint(&self, projection: &str) -> Result<Position> {
@@ -708,12 +871,23 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
         Ok(recorded)
     }
 
+    /// Seals a document of a personal collection under its stream's key (in clear for a stream
+    /// with no key, all of whose events are in clear); a forgotten stream takes none.
     fn put_document(&mut self, collection: &str, key: &str, value: Option<&str>) -> Result<()> {
-        self.inner.put_document(collection, key, value)
+        match value {
+            Some(value) => match self.seal_document(collection, key, value)? {
+                Some(sealed) => self.inner.put_document(collection, key, Some(&sealed)),
+                None => self.inner.put_document(collection, key, Some(value)),
+            },
+            None => self.inner.put_document(collection, key, None),
+        }
     }
 
     fn put_cold_document(&mut self, collection: &str, key: &str, value: &str) -> Result<()> {
-        self.inner.put_cold_document(collection, key, value)
+        match self.seal_document(collection, key, value)? {
+            Some(sealed) => self.inner.put_cold_document(collection, key, &sealed),
+            None => self.inner.put_cold_document(collection, key, value),
+        }
     }
 
     fn clear_collection(&mut self, collection: &str) -> Result<()> {
@@ -760,6 +934,29 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
             };
         }
         Ok(())
+    }
+}
+
+impl<T: StoreWrite, P: Deref<Target = Personal>> Sealed<T, P, TxKeys<'_>> {
+    /// `value` sealed, if it is a document of a personal collection whose stream has a key
+    /// (`None`: to be written as it is).
+    fn seal_document(&self, collection: &str, key: &str, value: &str) -> Result<Option<String>> {
+        let Some(stream) = self.owner(collection, key)? else {
+            return Ok(None);
+        };
+        match self.key(&stream)? {
+            KeyState::Live(cipher, _) => Ok(Some(seal(
+                &cipher,
+                &document_aad(collection, key),
+                0,
+                value,
+            ))),
+            KeyState::None => Ok(None),
+            KeyState::Destroyed => Err(StoreError::Corrupt(format!(
+                "{}/{} was forgotten: document {key:?} of {collection} would hold its data",
+                stream.category, stream.id
+            ))),
+        }
     }
 }
 
@@ -936,6 +1133,146 @@ mod tests {
     /// On a shared store an append seals with a cached key only when it expects the stream at
     /// the version the key was cached at; a stream that moved (another writer forgot it) is
     /// refused by its version check, and an append at the new version asks the key store.
+    #[test]
+    fn personal_documents_are_stored_sealed_open_where_they_were_put_and_go_with_the_key() {
+        let people = || {
+            let mut p = Personal::new();
+            p.add("P", "Forgot");
+            // Keys `<id>` and `<id>:<anything>` belong to stream P/<id>.
+            p.add_documents(PersonalDocuments {
+                collection: "people",
+                category: "P",
+                owner: |key| Some(Cow::Borrowed(key.split(':').next().unwrap_or(key))),
+            });
+            Arc::new(p)
+        };
+        let mut store = Sealed::new(MemoryStore::new(), people());
+        let made = |n: u32| event("Made", format!(r#"{{"secret":"sekrit-{n}"}}"#));
+        let mut tx = store.begin().unwrap();
+        for id in ["a", "b"] {
+            tx.append(
+                &StreamId::new("P", id),
+                ExpectedVersion::Exact(0),
+                vec![made(1)],
+            )
+            .unwrap();
+            tx.put_document("people", id, Some(&format!("doc of {id}")))
+                .unwrap();
+            tx.put_cold_document("people", &format!("{id}:old"), &format!("old doc of {id}"))
+                .unwrap();
+        }
+        // Another collection is not sealed; a stream with no key keeps its document in clear.
+        tx.put_document("other", "a", Some("plain")).unwrap();
+        tx.put_document("people", "c", Some("c, before sealing"))
+            .unwrap();
+        // Within the transaction, its own writes open.
+        assert_eq!(
+            tx.document("people", "a").unwrap().as_deref(),
+            Some("doc of a")
+        );
+        tx.commit().unwrap();
+
+        // Read back opened, one by one, by key order and by range.
+        assert_eq!(
+            store.document("people", "a").unwrap().as_deref(),
+            Some("doc of a")
+        );
+        let all = store.documents("people", None, 10).unwrap();
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            all,
+            [
+                ("a", "doc of a"),
+                ("a:old", "old doc of a"),
+                ("b", "doc of b"),
+                ("b:old", "old doc of b"),
+                ("c", "c, before sealing"),
+            ]
+        );
+        let range = store
+            .document_range(
+                "people",
+                Bound::Excluded("a"),
+                Bound::Included("b"),
+                Direction::Descending,
+                10,
+            )
+            .unwrap();
+        assert_eq!(range.len(), 2);
+        assert_eq!(range[0].1, "doc of b");
+        assert_eq!(range[1].1, "old doc of a");
+        // Stored sealed: none of the personal documents in clear.
+        let raw = store.inner().documents("people", None, 10).unwrap();
+        for (key, value) in &raw[..4] {
+            assert!(
+                is_sealed(value) && !value.contains("doc of"),
+                "{key}: {value}"
+            );
+        }
+        assert_eq!(raw[4].1, "c, before sealing");
+        assert_eq!(
+            store.inner().document("other", "a").unwrap().as_deref(),
+            Some("plain")
+        );
+
+        // A sealed document moved to another key (of the same stream, or of another) does not
+        // open: damaged, never another's data.
+        let a = store.inner().document("people", "a").unwrap().unwrap();
+        {
+            let inner = store.inner_mut();
+            let mut tx = inner.begin().unwrap();
+            tx.put_document("people", "a:moved", Some(&a)).unwrap();
+            tx.put_document("people", "b:moved", Some(&a)).unwrap();
+            tx.commit().unwrap();
+        }
+        for key in ["a:moved", "b:moved"] {
+            let moved = store.document("people", key);
+            assert!(
+                matches!(moved, Err(StoreError::Corrupt(_))),
+                "{key}: {moved:?}"
+            );
+        }
+        {
+            let inner = store.inner_mut();
+            let mut tx = inner.begin().unwrap();
+            tx.put_document("people", "a:moved", None).unwrap();
+            tx.put_document("people", "b:moved", None).unwrap();
+            tx.commit().unwrap();
+        }
+
+        // Once a is forgotten its documents read as absent (even those left in place), and
+        // it takes no more.
+        let mut tx = store.begin().unwrap();
+        tx.append(
+            &StreamId::new("P", "a"),
+            ExpectedVersion::Exact(1),
+            vec![event("Forgot", "{}".into())],
+        )
+        .unwrap();
+        assert_eq!(tx.document("people", "a").unwrap(), None);
+        let refused = tx.put_document("people", "a", Some("again"));
+        assert!(
+            matches!(refused, Err(StoreError::Corrupt(_))),
+            "{refused:?}"
+        );
+        tx.put_document("people", "a", None).unwrap();
+        tx.commit().unwrap();
+        let left: Vec<String> = store
+            .documents("people", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(left, ["b", "b:old", "c"]);
+        // ... and after a restart, when the key is read from the key store.
+        let fresh = Sealed::new(store.into_inner(), people());
+        assert_eq!(fresh.document("people", "a:old").unwrap(), None);
+        assert_eq!(
+            fresh.document("people", "b").unwrap().as_deref(),
+            Some("doc of b")
+        );
+    }
+
     #[test]
     fn on_a_shared_store_a_cached_key_is_used_only_at_its_version() {
         use crate::store::faulty::{Op, Plan};

@@ -732,6 +732,40 @@ pub fn documents_put_overwrite_delete<S: EventStore>(store: &mut S) {
     );
 }
 
+pub fn documents_by_key_in_the_keys_order<S: EventStore>(store: &mut S) {
+    let mut tx = store.begin().unwrap();
+    for k in ["a", "b", "c", "d"] {
+        tx.put_document("users", k, Some(&format!("doc {k}")))
+            .unwrap();
+    }
+    tx.put_document("other", "e", Some("other e")).unwrap();
+    tx.commit().unwrap();
+    let docs = |r: &dyn StoreRead, keys: &[&str]| -> Vec<Option<String>> {
+        r.documents_by_key("users", keys).unwrap()
+    };
+    let some = |v: &str| Some(v.to_string());
+    assert_eq!(docs(store, &[]), Vec::<Option<String>>::new());
+    assert_eq!(docs(store, &["c"]), [some("doc c")]);
+    assert_eq!(
+        docs(store, &["d", "e", "a", "zz", "a"]),
+        [some("doc d"), None, some("doc a"), None, some("doc a")]
+    );
+    // Inside a transaction: its own writes and deletes over the committed documents.
+    let mut tx = store.begin().unwrap();
+    tx.put_document("users", "b", None).unwrap();
+    tx.put_document("users", "c", Some("new c")).unwrap();
+    tx.put_document("users", "e", Some("doc e")).unwrap();
+    assert_eq!(
+        docs(&tx, &["a", "b", "c", "e", "f"]),
+        [some("doc a"), None, some("new c"), some("doc e"), None]
+    );
+    drop(tx);
+    assert_eq!(
+        docs(store, &["b", "c", "e"]),
+        [some("doc b"), some("doc c"), None]
+    );
+}
+
 pub fn documents_ordered_by_key_with_after_and_limit<S: EventStore>(store: &mut S) {
     // Byte order: upper case before lower case, '-' before digits, multi-byte UTF-8 last,
     // and a prefix before its extensions.
@@ -1306,6 +1340,7 @@ macro_rules! store_suite {
                 head_follows_the_log,
                 snapshots_newest_inside_upto,
                 documents_put_overwrite_delete,
+                documents_by_key_in_the_keys_order,
                 documents_ordered_by_key_with_after_and_limit,
                 document_ranges_seek_both_ways,
                 clear_collection_clears_only_that_one,
