@@ -675,7 +675,10 @@ impl StoreRead for PostgresStore {
         for r in rows {
             found.insert(r.get(0), r.get(1));
         }
-        Ok(keys.iter().map(|k| found.get(k.as_bytes()).cloned()).collect())
+        Ok(keys
+            .iter()
+            .map(|k| found.get(k.as_bytes()).cloned())
+            .collect())
     }
 
     fn documents(

@@ -611,13 +611,16 @@ impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> Sealed<S, P, K> {
         Ok(opened)
     }
 
-    /// The keys of `streams`: [`Sealed::key`] of each, those the cache lacks read together.
+    /// The keys that open documents of `streams` (those the cache lacks read together).
+    ///
+    /// Unlike an event, a document never outlives its stream's key: the transaction that
+    /// destroys the key deletes the stream's documents, and a stream's key never changes. So a
+    /// document that a read finds belongs to a stream not forgotten as of that read, and a key
+    /// kept in memory for it is its key, even on a store other nodes write to (where events are
+    /// never opened with a kept key: see [`KeyCache`]).
     fn keys_of(&self, streams: &[&StreamId]) -> Result<Vec<KeyState>> {
-        let shared = self.inner.shared();
-        let mut states: Vec<Option<KeyState>> = streams
-            .iter()
-            .map(|s| self.keys.cached(s, shared))
-            .collect();
+        let mut states: Vec<Option<KeyState>> =
+            streams.iter().map(|s| self.keys.cached(s, false)).collect();
         let missing: Vec<(usize, String)> = states
             .iter()
             .enumerate()
@@ -743,7 +746,10 @@ impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> StoreRead for Sealed<S,
         };
         match self.owner(collection, key)? {
             None => Ok(Some(value)),
-            Some(stream) => open_document(&self.key(&stream)?, &stream, collection, key, value),
+            Some(stream) => {
+                let state = self.keys_of(&[&stream])?.pop().expect("one key");
+                open_document(&state, &stream, collection, key, value)
+            }
         }
     }
 
@@ -1271,6 +1277,58 @@ mod tests {
             fresh.document("people", "b").unwrap().as_deref(),
             Some("doc of b")
         );
+    }
+
+    #[test]
+    fn on_a_shared_store_documents_open_with_a_kept_key_and_go_with_a_forget_elsewhere() {
+        use crate::store::FaultyStore;
+        let mut p = Personal::new();
+        p.add("P", "Forgot");
+        p.add_documents(PersonalDocuments {
+            collection: "people",
+            category: "P",
+            owner: |key| Some(Cow::Borrowed(key)),
+        });
+        let p = Arc::new(p);
+        let inner = FaultyStore::new(MemoryStore::new());
+        inner.faults().pretend_shared(true);
+        let mut store = Sealed::new(inner, p.clone());
+        let a = StreamId::new("P", "a");
+        let mut tx = store.begin().unwrap();
+        tx.append(
+            &a,
+            ExpectedVersion::Exact(0),
+            vec![event("Made", "{}".into())],
+        )
+        .unwrap();
+        tx.put_document("people", "a", Some("doc of a")).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            store.document("people", "a").unwrap().as_deref(),
+            Some("doc of a")
+        );
+        // Another node (no key in memory) reads it from the key store.
+        let other = Sealed::new(store.inner().inner(), p.clone());
+        assert_eq!(
+            other.document("people", "a").unwrap().as_deref(),
+            Some("doc of a")
+        );
+        // Another writer forgets a: the document goes in the same transaction as the key.
+        {
+            let mut tx = store.inner_mut().inner_mut().begin().unwrap();
+            tx.append(
+                &a,
+                ExpectedVersion::Exact(1),
+                vec![event("Forgot", "{}".into())],
+            )
+            .unwrap();
+            tx.put_document(KEYS, &key_name(&a), Some("")).unwrap();
+            tx.put_document("people", "a", None).unwrap();
+            tx.commit().unwrap();
+        }
+        // The key this node kept is stale, and no document is left to open with it.
+        assert_eq!(store.document("people", "a").unwrap(), None);
+        assert!(store.documents("people", None, 10).unwrap().is_empty());
     }
 
     #[test]
