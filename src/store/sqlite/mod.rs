@@ -547,12 +547,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = traced_store(&dir);
         let stream = StreamId::new("User", "u1");
-        let event = || NewEvent {
-            event_type: "E".into(),
-            schema: FIRST_SCHEMA,
-            timestamp: Timestamp(1),
-            data: "{}".into(),
-        };
 
         // A create, as the engine and the users projection run it.
         let mut tx = store.begin().unwrap();
@@ -578,18 +572,22 @@ mod tests {
         );
     }
 
+    /// An event of type `E`.
+    fn event() -> NewEvent {
+        NewEvent {
+            event_type: "E".into(),
+            schema: FIRST_SCHEMA,
+            timestamp: Timestamp(1),
+            data: "{}".into(),
+        }
+    }
+
     /// A store with more streams than its cache holds reads none of them on opening: a create
     /// then looks its stream up by its text key, once.
     #[test]
     fn a_create_looks_its_stream_up_when_the_streams_do_not_all_fit_in_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = traced_store(&dir);
-        let event = || NewEvent {
-            event_type: "E".into(),
-            schema: FIRST_SCHEMA,
-            timestamp: Timestamp(1),
-            data: "{}".into(),
-        };
         for id in ["u1", "u2"] {
             let mut tx = store.begin().unwrap();
             tx.append(
@@ -633,12 +631,6 @@ mod tests {
     fn after_a_rollback_a_create_still_looks_nothing_up() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = traced_store(&dir);
-        let event = || NewEvent {
-            event_type: "E".into(),
-            schema: FIRST_SCHEMA,
-            timestamp: Timestamp(1),
-            data: "{}".into(),
-        };
         let (u1, u2, u3) = (
             StreamId::new("User", "u1"),
             StreamId::new("User", "u2"),
