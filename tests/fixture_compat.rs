@@ -275,7 +275,10 @@ fn the_v2_store_rebuilt_has_its_read_models_sealed_and_answers_as_it_did() {
     let db = dir.path().join("n1.db");
     std::fs::copy(V2.path("store.db"), &db).unwrap();
     let (documents, clear) = personal_documents(&db);
-    assert!(documents > 0 && clear == documents, "{clear} of {documents}");
+    assert!(
+        documents > 0 && clear == documents,
+        "{clear} of {documents}"
+    );
     run_cli(cqrs().arg("rebuild").arg("--data-dir").arg(dir.path())).assert_success();
     let (documents, clear) = personal_documents(&db);
     assert!(documents > 0, "the read models were rebuilt");

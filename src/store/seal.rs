@@ -130,7 +130,7 @@ impl Personal {
 pub enum KeyState {
     /// No key: the stream has nothing sealed (events written before sealing, or none yet).
     None,
-    Live(Cipher, StreamKey),
+    Live(Arc<Cipher>, StreamKey),
     /// Forgotten.
     Destroyed,
 }
@@ -217,8 +217,29 @@ impl Cipher {
     }
 }
 
+thread_local! {
+    /// The cipher made ready last on this thread, and its key: a command seals its event and
+    /// its user's documents under one key, which is made ready (an AES key schedule) once.
+    static READY: std::cell::RefCell<Option<(StreamKey, Arc<Cipher>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn live(key: StreamKey) -> KeyState {
-    KeyState::Live(Cipher::new(&key), key)
+    READY.with_borrow_mut(|ready| match ready {
+        Some((k, cipher)) if k.format == key.format && k.key == key.key => {
+            KeyState::Live(cipher.clone(), key)
+        }
+        _ => {
+            let cipher = Arc::new(Cipher::new(&key));
+            *ready = Some((key, cipher.clone()));
+            KeyState::Live(cipher, key)
+        }
+    })
+}
+
+/// Drops the ready cipher of this thread (a key was just destroyed: none is kept after it).
+fn forget_ready() {
+    READY.with_borrow_mut(|ready| *ready = None);
 }
 
 /// Most keys kept in memory; past it the cache starts again empty (a key is then read from
@@ -859,6 +880,7 @@ impl<T: StoreWrite, P: Deref<Target = Personal>> StoreWrite for Sealed<T, P, TxK
             // sealing): its events read as forgotten from now on.
             self.inner.put_document(KEYS, &key_name(stream), Some(""))?;
             self.keys.changed.insert(stream.clone(), None);
+            forget_ready();
         } else if let Some(key) = new_key {
             let name = key_name(stream);
             let document = match self.personal.master_key() {
