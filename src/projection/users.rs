@@ -8,7 +8,6 @@
 //! ([`Projection::apply_command`]); replays (catch-up, rebuild, verify) apply event by event.
 
 use std::any::Any;
-use std::borrow::Cow;
 
 use super::{Documents, Projection};
 use crate::domain::user::{Attributes, Status, User, UserEvent};
@@ -33,7 +32,7 @@ impl Projection for UsersProjection {
         &[PersonalDocuments {
             collection: COLLECTION,
             category: User::CATEGORY,
-            owner: |key| Some(Cow::Borrowed(key)),
+            owner: PersonalDocuments::keyed_by_id,
         }]
     }
 

@@ -591,7 +591,7 @@ impl Projection for UsersAtProjection {
             PersonalDocuments {
                 collection: RECENT,
                 category: User::CATEGORY,
-                owner: |key| Some(Cow::Borrowed(key)),
+                owner: PersonalDocuments::keyed_by_id,
             },
             PersonalDocuments {
                 collection: PAST,

@@ -67,6 +67,24 @@ pub struct PersonalDocuments {
     pub owner: fn(&str) -> Option<Cow<'_, str>>,
 }
 
+impl PersonalDocuments {
+    /// An [`owner`](Self::owner) for documents keyed by their stream's id itself.
+    pub fn keyed_by_id(key: &str) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(key))
+    }
+
+    /// The stream a document of this collection belongs to.
+    fn stream(&self, key: &str) -> Result<StreamId> {
+        match (self.owner)(key) {
+            Some(id) => Ok(StreamId::new(self.category, id.into_owned())),
+            None => Err(StoreError::Corrupt(format!(
+                "document {key:?} of {} names no {} stream",
+                self.collection, self.category
+            ))),
+        }
+    }
+}
+
 /// The categories whose streams hold personal data, each with the event type that forgets one.
 #[derive(Clone, Debug, Default)]
 pub struct Personal {
@@ -589,16 +607,10 @@ impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> Sealed<S, P, K> {
 impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> Sealed<S, P, K> {
     /// The stream a document of a personal collection belongs to (`None`: not personal).
     fn owner(&self, collection: &str, key: &str) -> Result<Option<StreamId>> {
-        let Some(documents) = self.personal.documents_of(collection) else {
-            return Ok(None);
-        };
-        match (documents.owner)(key) {
-            Some(id) => Ok(Some(StreamId::new(documents.category, id.into_owned()))),
-            None => Err(StoreError::Corrupt(format!(
-                "document {key:?} of {collection} names no {} stream",
-                documents.category
-            ))),
-        }
+        self.personal
+            .documents_of(collection)
+            .map(|documents| documents.stream(key))
+            .transpose()
     }
 
     /// Documents of a personal collection, opened; those of forgotten streams left out.
@@ -607,12 +619,12 @@ impl<S: StoreRead, P: Deref<Target = Personal>, K: Keys> Sealed<S, P, K> {
         collection: &str,
         documents: Vec<(String, String)>,
     ) -> Result<Vec<(String, String)>> {
-        if self.personal.documents_of(collection).is_none() {
+        let Some(personal) = self.personal.documents_of(collection) else {
             return Ok(documents);
-        }
+        };
         let owners = documents
             .iter()
-            .map(|(key, _)| Ok(self.owner(collection, key)?.expect("a personal collection")))
+            .map(|(key, _)| personal.stream(key))
             .collect::<Result<Vec<StreamId>>>()?;
         // Each stream's key once (a user's filed documents come together), those not kept in
         // memory read together: one round trip on a server.
@@ -1309,7 +1321,7 @@ mod tests {
         p.add_documents(PersonalDocuments {
             collection: "people",
             category: "P",
-            owner: |key| Some(Cow::Borrowed(key)),
+            owner: PersonalDocuments::keyed_by_id,
         });
         let p = Arc::new(p);
         let inner = FaultyStore::new(MemoryStore::new());
